@@ -1,0 +1,102 @@
+//! Measurements behind `edgebert bench`: latency per text at several lengths, throughput, peak
+//! memory. Timing lives here and in `benches/`, never in tests.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::classifier::Classifier;
+use crate::error::Result;
+
+/// Latency and throughput at one sequence length.
+#[derive(Debug, Clone, Serialize)]
+pub struct LengthStats {
+    /// Tokens per text, special tokens included.
+    pub tokens: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    /// One text at a time.
+    pub texts_per_s: f64,
+    /// Texts given together (`classify_batch`), batched as the classifier is configured.
+    pub batched_texts_per_s: f64,
+}
+
+/// A text of exactly `tokens` tokens (special tokens included) for this model's tokenizer, made
+/// by repeating one word that is a single token; `None` if the model cannot take that many.
+pub fn synthetic_text(classifier: &Classifier, tokens: usize) -> Option<String> {
+    let candidates = ["good", "the", "movie", "a", "film", "b", "c", "x"];
+    let word = candidates
+        .iter()
+        .find(|w| classifier.encode(w).is_ok_and(|e| e.ids.len() == 3))?;
+    let text = vec![*word; tokens.checked_sub(2)?].join(" ");
+    let e = classifier.encode(&text).ok()?;
+    (e.ids.len() == tokens && !e.truncated).then_some(text)
+}
+
+/// Times `iterations` single-text runs (after one warm-up run) and one batched run per length.
+pub fn measure(
+    classifier: &mut Classifier,
+    lengths: &[usize],
+    iterations: usize,
+) -> Result<Vec<LengthStats>> {
+    let mut out = Vec::new();
+    for &tokens in lengths {
+        let Some(text) = synthetic_text(classifier, tokens) else {
+            continue;
+        };
+        classifier.classify(&text)?;
+        let mut times: Vec<Duration> = Vec::with_capacity(iterations);
+        for _ in 0..iterations.max(1) {
+            let start = Instant::now();
+            classifier.classify(&text)?;
+            times.push(start.elapsed());
+        }
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let mean = times.iter().map(|&d| ms(d)).sum::<f64>() / times.len() as f64;
+        let batch = vec![text.as_str(); iterations.max(1)];
+        classifier.classify_batch(&batch[..batch.len().min(2)])?;
+        let start = Instant::now();
+        classifier.classify_batch(&batch)?;
+        let batched = start.elapsed().as_secs_f64();
+        out.push(LengthStats {
+            tokens,
+            p50_ms: ms(percentile(&times, 0.50)),
+            p95_ms: ms(percentile(&times, 0.95)),
+            texts_per_s: 1e3 / mean,
+            batched_texts_per_s: batch.len() as f64 / batched,
+        });
+    }
+    Ok(out)
+}
+
+/// The nearest-rank percentile of sorted durations.
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Peak resident memory of this process in KiB (`VmHWM`), where the OS reports it.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let d: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&d, 0.5), Duration::from_millis(50));
+        assert_eq!(percentile(&d, 0.95), Duration::from_millis(95));
+        assert_eq!(percentile(&d[..1], 0.95), Duration::from_millis(1));
+    }
+}

@@ -1,0 +1,270 @@
+//! The `.ebm` bundle: one file with everything the device needs.
+//!
+//! Layout (all integers little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `EDGEBERT` |
+//! | 8 | 2 | format version ([`FORMAT_VERSION`]) |
+//! | 10 | 2 | reserved, 0 |
+//! | 12 | 4 | manifest length M |
+//! | 16 | 8 | tokenizer.json length T |
+//! | 24 | 8 | ONNX model length O |
+//! | 32 | M | manifest, postcard |
+//! | 32+M | T | tokenizer.json, UTF-8 |
+//! | 32+M+T | O | ONNX model protobuf |
+//! | 32+M+T+O | 4 | CRC-32 (IEEE) of every byte before it |
+//!
+//! The version is checked before anything else that depends on the layout, so a file from a newer
+//! edgebert is refused by name rather than misread.
+
+use std::path::Path;
+
+use crate::error::{BundleError, Error, Result};
+use crate::fsutil;
+use crate::manifest::Manifest;
+
+/// The first eight bytes of every bundle.
+pub const MAGIC: [u8; 8] = *b"EDGEBERT";
+/// The bundle format version this build reads and writes.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes before the first section.
+pub const HEADER_LEN: usize = 32;
+const CHECKSUM_LEN: usize = 4;
+
+/// A model bundle in memory: manifest, tokenizer and ONNX graph, not yet validated as a model.
+///
+/// [`crate::Classifier::from_bundle`] does the model-level checks (tokenizer vs embeddings, labels
+/// vs logits, graph inputs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bundle {
+    pub manifest: Manifest,
+    /// The HF `tokenizer.json`, as bytes.
+    pub tokenizer_json: Vec<u8>,
+    /// The ONNX model, as bytes.
+    pub onnx: Vec<u8>,
+}
+
+impl Bundle {
+    /// Reads and checks a bundle file (container, version, checksum, manifest).
+    pub fn read(path: impl AsRef<Path>) -> Result<Bundle> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Ok(Bundle::from_bytes(&bytes)?)
+    }
+
+    /// Parses and checks a bundle held in memory.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Bundle, BundleError> {
+        let sections = Sections::parse(bytes)?;
+        let body_end = bytes.len() - CHECKSUM_LEN;
+        let stored = u32::from_le_bytes(read_array(bytes, body_end));
+        let computed = crc32fast::hash(&bytes[..body_end]);
+        if stored != computed {
+            return Err(BundleError::Checksum { stored, computed });
+        }
+        let manifest: Manifest = postcard::from_bytes(sections.manifest)
+            .map_err(|e| BundleError::Manifest(e.to_string()))?;
+        Ok(Bundle {
+            manifest,
+            tokenizer_json: sections.tokenizer.to_vec(),
+            onnx: sections.onnx.to_vec(),
+        })
+    }
+
+    /// Serialises the bundle.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising plain structs of strings and numbers into a Vec cannot fail.
+        let manifest = postcard::to_allocvec(&self.manifest).unwrap_or_default();
+        let mut out = Vec::with_capacity(
+            HEADER_LEN + manifest.len() + self.tokenizer_json.len() + self.onnx.len() + 4,
+        );
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.tokenizer_json.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.onnx.len() as u64).to_le_bytes());
+        out.extend_from_slice(&manifest);
+        out.extend_from_slice(&self.tokenizer_json);
+        out.extend_from_slice(&self.onnx);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Writes the bundle atomically (temporary file, then rename), refusing to overwrite any of
+    /// `inputs`.
+    pub fn write(&self, path: impl AsRef<Path>, inputs: &[&Path]) -> Result<()> {
+        fsutil::write_atomic(path.as_ref(), &self.to_bytes(), inputs)
+    }
+}
+
+/// The three sections of a bundle, borrowed from its bytes.
+struct Sections<'a> {
+    manifest: &'a [u8],
+    tokenizer: &'a [u8],
+    onnx: &'a [u8],
+}
+
+impl<'a> Sections<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Sections<'a>, BundleError> {
+        if bytes.is_empty() {
+            return Err(BundleError::Empty);
+        }
+        let magic_len = bytes.len().min(MAGIC.len());
+        if bytes[..magic_len] != MAGIC[..magic_len] {
+            return Err(BundleError::BadMagic);
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(BundleError::Truncated {
+                expected: HEADER_LEN as u64,
+                actual: bytes.len() as u64,
+            });
+        }
+        let version = u16::from_le_bytes(read_array(bytes, 8));
+        if version > FORMAT_VERSION {
+            return Err(BundleError::NewerVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if version < FORMAT_VERSION {
+            return Err(BundleError::OlderVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let manifest_len = u64::from(u32::from_le_bytes(read_array(bytes, 12)));
+        let tokenizer_len = u64::from_le_bytes(read_array(bytes, 16));
+        let onnx_len = u64::from_le_bytes(read_array(bytes, 24));
+        // Lengths come from the file: add in u128 so that no value can overflow.
+        let expected = HEADER_LEN as u128
+            + u128::from(manifest_len)
+            + u128::from(tokenizer_len)
+            + u128::from(onnx_len)
+            + CHECKSUM_LEN as u128;
+        let actual = bytes.len() as u128;
+        if actual < expected {
+            return Err(BundleError::Truncated {
+                expected: u64::try_from(expected).unwrap_or(u64::MAX),
+                actual: actual as u64,
+            });
+        }
+        if actual > expected {
+            return Err(BundleError::TrailingBytes {
+                extra: (actual - expected) as u64,
+            });
+        }
+        // Every length now fits in the file, hence in usize.
+        let (m, t) = (manifest_len as usize, tokenizer_len as usize);
+        let rest = &bytes[HEADER_LEN..bytes.len() - CHECKSUM_LEN];
+        let (manifest, rest) = rest.split_at(m);
+        let (tokenizer, onnx) = rest.split_at(t);
+        Ok(Sections {
+            manifest,
+            tokenizer,
+            onnx,
+        })
+    }
+}
+
+fn read_array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&bytes[at..at + N]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Provenance, Quantization, TokenizerSettings};
+    use proptest::prelude::*;
+
+    fn sample() -> Bundle {
+        Bundle {
+            manifest: Manifest {
+                task: "sentiment".into(),
+                labels: vec!["negative".into(), "positive".into()],
+                max_seq_len: 128,
+                tokenizer: TokenizerSettings {
+                    lowercase: true,
+                    pad_token: "[PAD]".into(),
+                    vocab_size: 30522,
+                },
+                quantization: Quantization::F32,
+                provenance: Provenance {
+                    created_by: "test".into(),
+                    tool_version: "0".into(),
+                    ..Default::default()
+                },
+            },
+            tokenizer_json: b"{}".to_vec(),
+            onnx: vec![1, 2, 3, 4, 5],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let b = sample();
+        assert_eq!(Bundle::from_bytes(&b.to_bytes()).unwrap(), b);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = sample().to_bytes();
+        for n in 0..bytes.len() {
+            assert!(
+                Bundle::from_bytes(&bytes[..n]).is_err(),
+                "prefix of {n} bytes accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_are_named() {
+        let mut bytes = sample().to_bytes();
+        bytes[8] = 2;
+        assert!(matches!(
+            Bundle::from_bytes(&bytes),
+            Err(BundleError::NewerVersion {
+                found: 2,
+                supported: 1
+            })
+        ));
+        bytes[8] = 0;
+        assert!(matches!(
+            Bundle::from_bytes(&bytes),
+            Err(BundleError::OlderVersion { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn any_single_bit_flip_is_caught(bit in 0usize..(8 * 200)) {
+            let mut bytes = sample().to_bytes();
+            let bit = bit % (8 * bytes.len());
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(Bundle::from_bytes(&bytes).is_err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Bundle::from_bytes(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_sections_round_trip(
+            task in ".{0,20}",
+            labels in proptest::collection::vec("[a-z]{1,8}", 2..5),
+            tok in proptest::collection::vec(any::<u8>(), 0..100),
+            onnx in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let mut b = sample();
+            b.manifest.task = task;
+            b.manifest.labels = labels;
+            b.tokenizer_json = tok;
+            b.onnx = onnx;
+            prop_assert_eq!(Bundle::from_bytes(&b.to_bytes()).unwrap(), b);
+        }
+    }
+}

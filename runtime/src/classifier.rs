@@ -1,0 +1,382 @@
+//! The classifier: a bundle made runnable. All checks and preparation happen in the constructor;
+//! `classify` only tokenizes, pads and runs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::bundle::Bundle;
+use crate::engine::{Engine, TokenBatch};
+use crate::error::{Error, InputError, ModelError, Result};
+use crate::manifest::{Manifest, Provenance, Quantization, TokenizerSettings};
+use crate::text::{Encoded, TextEncoder};
+
+/// Sequence lengths that plans are prepared for; a text is padded to the smallest that fits.
+pub const LENGTH_BUCKETS: [usize; 6] = [16, 32, 64, 128, 256, 512];
+
+/// How a classifier runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassifierOptions {
+    /// Threads for matrix products (1: single-threaded).
+    pub threads: usize,
+    /// Texts of the same length bucket run together, this many at a time.
+    pub batch_size: usize,
+}
+
+impl Default for ClassifierOptions {
+    fn default() -> Self {
+        ClassifierOptions {
+            threads: 1,
+            batch_size: 8,
+        }
+    }
+}
+
+/// One label and its probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelScore {
+    pub label: String,
+    pub probability: f32,
+}
+
+/// The answer for one text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The most probable label.
+    pub label: String,
+    /// Its probability.
+    pub probability: f32,
+    /// Every label, most probable first.
+    pub scores: Vec<LabelScore>,
+    /// Tokens the model saw, special tokens included.
+    pub tokens: usize,
+    /// The text was longer than the model's maximum and was cut.
+    pub truncated: bool,
+}
+
+/// A model ready to classify text.
+#[derive(Debug)]
+pub struct Classifier {
+    manifest: Manifest,
+    encoder: TextEncoder,
+    engine: Engine,
+    buckets: Vec<usize>,
+    options: ClassifierOptions,
+}
+
+impl Classifier {
+    /// Reads a bundle file and prepares it.
+    pub fn open(path: impl AsRef<Path>, options: ClassifierOptions) -> Result<Classifier> {
+        Classifier::from_bundle(&Bundle::read(path)?, options)
+    }
+
+    /// Checks that the bundle's model, tokenizer and labels fit together, and prepares it.
+    pub fn from_bundle(bundle: &Bundle, options: ClassifierOptions) -> Result<Classifier> {
+        let manifest = bundle.manifest.clone();
+        let max_len = manifest.max_seq_len as usize;
+        if !(2..=8192).contains(&max_len) {
+            return Err(ModelError::MaxLen(max_len).into());
+        }
+        check_labels(&manifest.labels)?;
+        let encoder = TextEncoder::from_json(&bundle.tokenizer_json, max_len)?;
+        let mut engine = Engine::load(&bundle.onnx, options.threads.max(1))?;
+        if engine.logits() != manifest.labels.len() {
+            return Err(ModelError::LabelCount {
+                labels: manifest.labels.len(),
+                logits: engine.logits(),
+            }
+            .into());
+        }
+        if let Some(rows) = engine.embedding_rows() {
+            if encoder.id_bound() > rows {
+                return Err(ModelError::VocabTooLarge {
+                    vocab: encoder.id_bound(),
+                    rows,
+                }
+                .into());
+            }
+        }
+        let mut buckets: Vec<usize> = LENGTH_BUCKETS
+            .iter()
+            .copied()
+            .filter(|&b| b < max_len)
+            .collect();
+        buckets.push(max_len);
+        // Preparing the smallest plan now proves that tract can optimise the graph at all.
+        engine.prepare(1, buckets[0])?;
+        Ok(Classifier {
+            manifest,
+            encoder,
+            engine,
+            buckets,
+            options: ClassifierOptions {
+                threads: options.threads.max(1),
+                batch_size: options.batch_size.max(1),
+            },
+        })
+    }
+
+    /// Builds a classifier from a plain ONNX file, a tokenizer.json and label names, as other
+    /// tools export them.
+    pub fn from_parts(
+        onnx: Vec<u8>,
+        tokenizer_json: Vec<u8>,
+        labels: Vec<String>,
+        max_seq_len: usize,
+        options: ClassifierOptions,
+    ) -> Result<Classifier> {
+        let bundle = pack(onnx, tokenizer_json, labels, max_seq_len, "classification")?;
+        Classifier::from_bundle(&bundle, options)
+    }
+
+    /// The manifest of the loaded model.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The label names, in logit order.
+    pub fn labels(&self) -> &[String] {
+        &self.manifest.labels
+    }
+
+    /// The sequence lengths that inputs are padded to.
+    pub fn buckets(&self) -> &[usize] {
+        &self.buckets
+    }
+
+    /// Tokenizes a text as the model sees it.
+    pub fn encode(&self, text: &str) -> Result<Encoded, InputError> {
+        self.encoder.encode(text)
+    }
+
+    /// Prepares the plans for every length bucket now rather than on first use.
+    pub fn prepare_all(&mut self) -> Result<()> {
+        for &len in &self.buckets {
+            self.engine.prepare(1, len)?;
+            if self.options.batch_size > 1 {
+                self.engine.prepare(self.options.batch_size, len)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Classifies one text.
+    pub fn classify(&mut self, text: &str) -> Result<Prediction> {
+        let mut out = self.classify_batch(&[text])?;
+        out.pop()
+            .unwrap_or(Err(InputError::Empty))
+            .map_err(Error::from)
+    }
+
+    /// Classifies many texts. A text that cannot be classified gets its own error and does not
+    /// stop the others; the outer error is a failure of the model itself.
+    pub fn classify_batch<S: AsRef<str>>(
+        &mut self,
+        texts: &[S],
+    ) -> Result<Vec<Result<Prediction, InputError>>> {
+        let encoded: Vec<Result<Encoded, InputError>> = texts
+            .iter()
+            .map(|t| self.encoder.encode(t.as_ref()))
+            .collect();
+        let mut by_bucket: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (ix, e) in encoded.iter().enumerate() {
+            if let Ok(e) = e {
+                by_bucket
+                    .entry(self.bucket_for(e.ids.len()))
+                    .or_default()
+                    .push(ix);
+            }
+        }
+        let mut predictions: Vec<Option<Prediction>> = vec![None; texts.len()];
+        for (len, indices) in by_bucket {
+            for chunk in indices.chunks(self.options.batch_size) {
+                // Full chunks share one plan; a remainder runs text by text on the batch-1 plan
+                // rather than preparing a plan for every remainder size.
+                let groups: Vec<&[usize]> = if chunk.len() == self.options.batch_size {
+                    vec![chunk]
+                } else {
+                    chunk.chunks(1).collect()
+                };
+                for group in groups {
+                    let rows: Vec<&Encoded> = group
+                        .iter()
+                        .filter_map(|&ix| encoded[ix].as_ref().ok())
+                        .collect();
+                    for (&ix, p) in group.iter().zip(self.run_padded(&rows, len)?) {
+                        predictions[ix] = Some(p);
+                    }
+                }
+            }
+        }
+        Ok(encoded
+            .into_iter()
+            .zip(predictions)
+            .map(|(e, p)| match (e, p) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(p)) => Ok(p),
+                (Ok(_), None) => Err(InputError::Tokenizer("not classified".into())),
+            })
+            .collect())
+    }
+
+    fn bucket_for(&self, len: usize) -> usize {
+        self.buckets
+            .iter()
+            .copied()
+            .find(|&b| b >= len)
+            .unwrap_or(self.manifest.max_seq_len as usize)
+    }
+
+    fn run_padded(&mut self, rows: &[&Encoded], len: usize) -> Result<Vec<Prediction>> {
+        let (_, pad_id) = self.encoder.pad();
+        let mut batch = TokenBatch {
+            batch: rows.len(),
+            len,
+            ..Default::default()
+        };
+        for row in rows {
+            let n = row.ids.len();
+            batch.ids.extend(&row.ids);
+            batch
+                .ids
+                .extend(std::iter::repeat_n(i64::from(pad_id), len - n));
+            batch.mask.extend(std::iter::repeat_n(1, n));
+            batch.mask.extend(std::iter::repeat_n(0, len - n));
+            batch.type_ids.extend(&row.type_ids);
+            batch.type_ids.extend(std::iter::repeat_n(0, len - n));
+        }
+        let logits = self.engine.run(&batch).map_err(Error::Inference)?;
+        Ok(logits
+            .chunks(self.engine.logits())
+            .zip(rows)
+            .map(|(row, enc)| self.prediction(row, enc))
+            .collect())
+    }
+
+    fn prediction(&self, logits: &[f32], encoded: &Encoded) -> Prediction {
+        let probs = softmax(logits);
+        let mut scores: Vec<LabelScore> = self
+            .manifest
+            .labels
+            .iter()
+            .zip(probs)
+            .map(|(label, probability)| LabelScore {
+                label: label.clone(),
+                probability,
+            })
+            .collect();
+        scores.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        Prediction {
+            label: scores[0].label.clone(),
+            probability: scores[0].probability,
+            scores,
+            tokens: encoded.ids.len(),
+            truncated: encoded.truncated,
+        }
+    }
+}
+
+/// Numerically stable softmax.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+fn check_labels(labels: &[String]) -> Result<(), ModelError> {
+    if labels.len() < 2 {
+        return Err(ModelError::TooFewLabels);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for l in labels {
+        if !seen.insert(l) {
+            return Err(ModelError::DuplicateLabel(l.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Makes a bundle from a plain ONNX graph, a tokenizer.json and labels, reading what it can
+/// (lowercasing, vocabulary, precision) from the inputs themselves. Nothing is validated against
+/// the model here: [`Classifier::from_bundle`] does that.
+pub fn pack(
+    onnx: Vec<u8>,
+    tokenizer_json: Vec<u8>,
+    labels: Vec<String>,
+    max_seq_len: usize,
+    task: &str,
+) -> Result<Bundle> {
+    let encoder = TextEncoder::from_json(&tokenizer_json, max_seq_len.max(2))?;
+    let manifest = Manifest {
+        task: task.to_string(),
+        labels,
+        max_seq_len: u32::try_from(max_seq_len).map_err(|_| ModelError::MaxLen(max_seq_len))?,
+        tokenizer: TokenizerSettings {
+            lowercase: encoder.lowercase(),
+            pad_token: encoder.pad().0.to_string(),
+            vocab_size: encoder.id_bound() as u32,
+        },
+        quantization: detect_quantization(&onnx),
+        provenance: Provenance {
+            created_by: "edgebert pack".into(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        },
+    };
+    Ok(Bundle {
+        manifest,
+        tokenizer_json,
+        onnx,
+    })
+}
+
+/// Reads the precision off the operators a graph uses.
+pub fn detect_quantization(onnx: &[u8]) -> Quantization {
+    use tract_onnx::prelude::Framework;
+    let Ok(proto) = tract_onnx::onnx().proto_model_for_read(&mut &onnx[..]) else {
+        return Quantization::F32;
+    };
+    let ops: Vec<&str> = proto
+        .graph
+        .iter()
+        .flat_map(|g| g.node.iter().map(|n| n.op_type.as_str()))
+        .collect();
+    if ops.contains(&"DynamicQuantizeLinear") {
+        Quantization::DynamicInt8
+    } else if ops
+        .iter()
+        .any(|op| matches!(*op, "QuantizeLinear" | "QLinearMatMul"))
+    {
+        Quantization::StaticInt8 {
+            method: "unknown".into(),
+        }
+    } else {
+        Quantization::F32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_survives_large_logits() {
+        let p = softmax(&[1000.0, 999.0, -1000.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(p[0] > p[1] && p[1] > p[2]);
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        assert!(matches!(
+            check_labels(&["a".into()]),
+            Err(ModelError::TooFewLabels)
+        ));
+        assert!(matches!(
+            check_labels(&["a".into(), "a".into()]),
+            Err(ModelError::DuplicateLabel(_))
+        ));
+    }
+}

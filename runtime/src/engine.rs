@@ -1,0 +1,311 @@
+//! The tract side: an ONNX BERT classifier graph loaded once, checked, and run through plans
+//! prepared per input shape.
+
+use std::collections::{HashMap, HashSet};
+
+use tract_onnx::pb::{GraphProto, TensorProto};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::runtime::RunOptions;
+use tract_onnx::tract_hir::infer::{GenericFactoid, ShapeFactoid};
+
+use crate::error::ModelError;
+
+/// What one graph input receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputRole {
+    /// `input_ids`: token ids.
+    Ids,
+    /// `attention_mask`: 1 for a token, 0 for padding.
+    Mask,
+    /// `token_type_ids`: segment ids (all 0 for one text).
+    TypeIds,
+}
+
+impl InputRole {
+    fn from_name(name: &str) -> Option<InputRole> {
+        match name {
+            "input_ids" => Some(InputRole::Ids),
+            "attention_mask" => Some(InputRole::Mask),
+            "token_type_ids" => Some(InputRole::TypeIds),
+            _ => None,
+        }
+    }
+}
+
+/// A batch of token sequences, all padded to one length, row-major `[batch, len]`.
+#[derive(Debug, Clone, Default)]
+pub struct TokenBatch {
+    pub batch: usize,
+    pub len: usize,
+    pub ids: Vec<i64>,
+    pub mask: Vec<i64>,
+    pub type_ids: Vec<i64>,
+}
+
+/// A loaded and checked ONNX classifier. Holds the decluttered graph with symbolic batch and
+/// sequence axes, and an optimised plan (with its reusable state) per concrete shape it has run.
+pub struct Engine {
+    decluttered: TypedModel,
+    batch_sym: Symbol,
+    seq_sym: Symbol,
+    roles: Vec<InputRole>,
+    logits: usize,
+    embedding_rows: Option<usize>,
+    run_options: RunOptions,
+    plans: HashMap<(usize, usize), TypedSimpleState>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("inputs", &self.roles)
+            .field("logits", &self.logits)
+            .field("embedding_rows", &self.embedding_rows)
+            .field("plans", &self.plans.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn tract_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Tract(format!("{e:#}"))
+}
+
+impl Engine {
+    /// Parses and checks an ONNX graph: operators tract implements, the HF input names, a
+    /// `[batch, n]` logits output. `threads` > 1 runs matrix products on that many threads.
+    pub fn load(onnx_bytes: &[u8], threads: usize) -> Result<Engine, ModelError> {
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_read(&mut &onnx_bytes[..])
+            .map_err(|e| ModelError::NotOnnx(format!("{e:#}")))?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| ModelError::NotOnnx("no graph".into()))?;
+
+        let mut unsupported: Vec<String> = graph
+            .node
+            .iter()
+            .filter(|n| !onnx.op_register.0.contains_key(&n.op_type))
+            .map(|n| n.op_type.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !unsupported.is_empty() {
+            unsupported.sort();
+            return Err(ModelError::UnsupportedOperators { ops: unsupported });
+        }
+
+        let initializers: HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let input_names: Vec<String> = graph
+            .input
+            .iter()
+            .map(|i| i.name.clone())
+            .filter(|n| !initializers.contains(n.as_str()))
+            .collect();
+        let mut roles = Vec::with_capacity(input_names.len());
+        for name in &input_names {
+            roles.push(
+                InputRole::from_name(name)
+                    .ok_or_else(|| ModelError::UnknownInput { name: name.clone() })?,
+            );
+        }
+        for (role, name) in [
+            (InputRole::Ids, "input_ids"),
+            (InputRole::Mask, "attention_mask"),
+        ] {
+            if !roles.contains(&role) {
+                return Err(ModelError::MissingInput {
+                    name,
+                    found: input_names.clone(),
+                });
+            }
+        }
+        let output_ix = graph
+            .output
+            .iter()
+            .position(|o| o.name == "logits")
+            .or(if graph.output.is_empty() {
+                None
+            } else {
+                Some(0)
+            })
+            .ok_or(ModelError::NoOutput)?;
+        let embedding_rows = embedding_rows(graph);
+
+        let mut model = onnx.model_for_proto_model(&proto).map_err(tract_err)?;
+        let batch_sym = model.sym("batch");
+        let seq_sym = model.sym("sequence");
+        for ix in 0..roles.len() {
+            let shape = ShapeFactoid::closed(tvec![
+                GenericFactoid::Only(batch_sym.to_dim()),
+                GenericFactoid::Only(seq_sym.to_dim())
+            ]);
+            model
+                .set_input_fact(ix, InferenceFact::dt_shape(i64::datum_type(), shape))
+                .map_err(tract_err)?;
+        }
+        let output = model.output_outlets().map_err(tract_err)?[output_ix];
+        model.select_output_outlets(&[output]).map_err(tract_err)?;
+        let decluttered = model
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(tract_err)?;
+
+        let fact = decluttered.output_fact(0).map_err(tract_err)?;
+        if fact.datum_type != f32::datum_type() || fact.rank() != 2 {
+            return Err(ModelError::BadOutput(format!("{fact:?}")));
+        }
+        let logits = fact.shape[1]
+            .to_i64()
+            .ok()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| ModelError::BadOutput(format!("label axis is not fixed: {fact:?}")))?;
+
+        let run_options = RunOptions {
+            executor: (threads > 1)
+                .then(|| tract_linalg::multithread::Executor::multithread(threads)),
+            ..Default::default()
+        };
+        Ok(Engine {
+            decluttered,
+            batch_sym,
+            seq_sym,
+            roles,
+            logits,
+            embedding_rows,
+            run_options,
+            plans: HashMap::new(),
+        })
+    }
+
+    /// Width of the logits output: the number of labels the model predicts.
+    pub fn logits(&self) -> usize {
+        self.logits
+    }
+
+    /// Rows of the word-embedding table, when the graph shows it (a Gather on `input_ids` from a
+    /// constant); token ids must stay below it.
+    pub fn embedding_rows(&self) -> Option<usize> {
+        self.embedding_rows
+    }
+
+    /// Whether the graph takes `token_type_ids`.
+    pub fn has_input(&self, role: InputRole) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// Prepares the plan for a `[batch, len]` input once; later runs of that shape reuse it.
+    pub fn prepare(&mut self, batch: usize, len: usize) -> Result<(), ModelError> {
+        if self.plans.contains_key(&(batch, len)) {
+            return Ok(());
+        }
+        let subs = HashMap::from([
+            (self.batch_sym.clone(), (batch as i64).to_dim()),
+            (self.seq_sym.clone(), (len as i64).to_dim()),
+        ]);
+        let state = self
+            .decluttered
+            .set_symbols(&subs)
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable_with_options(&self.run_options))
+            .and_then(|plan| plan.spawn())
+            .map_err(tract_err)?;
+        self.plans.insert((batch, len), state);
+        Ok(())
+    }
+
+    /// Runs a batch; returns the logits row-major, `[batch, logits]`.
+    pub fn run(&mut self, tokens: &TokenBatch) -> Result<Vec<f32>, String> {
+        let shape = [tokens.batch, tokens.len];
+        self.prepare(tokens.batch, tokens.len)
+            .map_err(|e| e.to_string())?;
+        let inputs: TVec<TValue> = self
+            .roles
+            .iter()
+            .map(|role| {
+                let data = match role {
+                    InputRole::Ids => &tokens.ids,
+                    InputRole::Mask => &tokens.mask,
+                    InputRole::TypeIds => &tokens.type_ids,
+                };
+                Tensor::from_shape(&shape, data).map(|t| t.into_tvalue())
+            })
+            .collect::<TractResult<_>>()
+            .map_err(|e| format!("{e:#}"))?;
+        let state = self
+            .plans
+            .get_mut(&(tokens.batch, tokens.len))
+            .ok_or("no plan")?;
+        let outputs = state.run(inputs).map_err(|e| format!("{e:#}"))?;
+        let view = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| format!("{e:#}"))?;
+        if view.shape() != [tokens.batch, self.logits] {
+            return Err(format!("unexpected logits shape {:?}", view.shape()));
+        }
+        Ok(view.iter().copied().collect())
+    }
+}
+
+/// Finds the word-embedding table: the constant that a `Gather` indexes with `input_ids`
+/// (possibly through casts and reshapes, possibly stored int8 behind a `DequantizeLinear`).
+fn embedding_rows<'g>(graph: &'g GraphProto) -> Option<usize> {
+    const PASS_THROUGH: &[&str] = &[
+        "Cast",
+        "Identity",
+        "Reshape",
+        "Unsqueeze",
+        "Squeeze",
+        "Flatten",
+    ];
+    let initializers: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let producers: HashMap<&'g str, &'g tract_onnx::pb::NodeProto> = graph
+        .node
+        .iter()
+        .flat_map(|n: &'g tract_onnx::pb::NodeProto| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    let constant_rows = |mut name: &'g str| -> Option<usize> {
+        for _ in 0..4 {
+            if let Some(t) = initializers.get(name) {
+                return t.dims.first().and_then(|&d| usize::try_from(d).ok());
+            }
+            let node = producers.get(name)?;
+            match node.op_type.as_str() {
+                "Constant" => {
+                    let t = node
+                        .attribute
+                        .iter()
+                        .find(|a| a.name == "value")?
+                        .t
+                        .as_ref()?;
+                    return t.dims.first().and_then(|&d| usize::try_from(d).ok());
+                }
+                "DequantizeLinear" | "Cast" | "Identity" => name = node.input.first()?,
+                _ => return None,
+            }
+        }
+        None
+    };
+    let mut ids: HashSet<&'g str> = HashSet::from(["input_ids"]);
+    for node in &graph.node {
+        let Some(first) = node.input.first() else {
+            continue;
+        };
+        if PASS_THROUGH.contains(&node.op_type.as_str()) && ids.contains(first.as_str()) {
+            ids.extend(node.output.iter().map(String::as_str));
+        } else if node.op_type == "Gather"
+            && node.input.get(1).is_some_and(|i| ids.contains(i.as_str()))
+        {
+            if let Some(rows) = constant_rows(first) {
+                return Some(rows);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,24 @@
+//! edgebert's device runtime: loads a `.ebm` bundle (or a plain ONNX file, tokenizer.json and
+//! labels), tokenizes text with the bundled HF tokenizer and classifies it with tract.
+//!
+//! Everything heavy happens once, in [`Classifier::from_bundle`]: container and checksum checks,
+//! tokenizer/model/label consistency, ONNX parsing, shape analysis and plan preparation. The
+//! per-text path only tokenizes, pads to a prepared length and runs a prepared plan.
+//!
+//! This crate runs on the board: it never depends on a host crate (quantize, distill), candle
+//! or Python, and it needs no C toolchain for its target.
+
+pub mod bench;
+pub mod bundle;
+pub mod classifier;
+pub mod engine;
+pub mod error;
+pub mod fsutil;
+pub mod manifest;
+pub mod serve;
+pub mod text;
+
+pub use bundle::Bundle;
+pub use classifier::{pack, Classifier, ClassifierOptions, LabelScore, Prediction};
+pub use error::{BundleError, Error, InputError, ModelError, Result};
+pub use manifest::{Manifest, Metric, Provenance, Quantization, TokenizerSettings};
