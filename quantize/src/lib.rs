@@ -1,1 +1,14 @@
-//! quantize
+//! Host-side tools that feed the device: HF BERT checkpoint → ONNX export (`export`), the ONNX
+//! protobuf reader/writer that every graph rewrite goes through (`onnx`), and — with the
+//! quantization issue — ONNX f32 → int8.
+//!
+//! Depends on `edgebert-runtime` (bundle format, tract inference) and never the other way round.
+
+pub mod checkpoint;
+pub mod error;
+pub mod export;
+pub mod onnx;
+
+pub use checkpoint::{BertConfig, Checkpoint};
+pub use error::ExportError;
+pub use export::{export, export_to_file};

@@ -53,6 +53,9 @@ pub struct Prediction {
     pub tokens: usize,
     /// The text was longer than the model's maximum and was cut.
     pub truncated: bool,
+    /// Raw logits, in label order.
+    #[serde(skip)]
+    pub logits: Vec<f32>,
 }
 
 /// A model ready to classify text.
@@ -273,6 +276,7 @@ impl Classifier {
             scores,
             tokens: encoded.ids.len(),
             truncated: encoded.truncated,
+            logits: logits.to_vec(),
         }
     }
 }

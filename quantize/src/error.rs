@@ -1,0 +1,46 @@
+//! Typed errors of the host-side tools.
+
+use std::path::PathBuf;
+
+/// Why a checkpoint could not be read or exported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid config.json: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{path}: invalid safetensors file: {message}")]
+    Safetensors { path: PathBuf, message: String },
+    #[error(
+        "this checkpoint is a bare BertModel with no classification head (no `classifier.weight`); \
+         fine-tune it for a task first (edgebert-distill finetune-teacher)"
+    )]
+    NoClassifier,
+    #[error("missing weight `{0}` in model.safetensors")]
+    MissingWeight(String),
+    #[error("weight `{name}` has shape {found:?}, expected {expected:?}")]
+    BadShape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("weight `{name}` has dtype {dtype}; edgebert reads F32, F16 and BF16")]
+    BadDtype { name: String, dtype: String },
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Runtime(#[from] edgebert_runtime::Error),
+}
+
+impl ExportError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ExportError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
