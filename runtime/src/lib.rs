@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod bundle;
 pub mod classifier;
+pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
