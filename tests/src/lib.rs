@@ -277,3 +277,60 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// A tiny model in a temporary directory: checkpoint, ONNX export and bundle.
+pub struct TinyModel {
+    pub dir: tempfile::TempDir,
+    pub checkpoint: PathBuf,
+    pub onnx: PathBuf,
+    pub bundle: PathBuf,
+}
+
+impl TinyModel {
+    /// Builds the default tiny model with a maximum length of 64.
+    pub fn new() -> TinyModel {
+        TinyModel::with(&TinySpec::default(), 64)
+    }
+
+    /// Builds a tiny model from `spec`.
+    pub fn with(spec: &TinySpec, max_len: usize) -> TinyModel {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (onnx, bundle) = build_model(dir.path(), spec, max_len).expect("tiny model");
+        TinyModel {
+            checkpoint: dir.path().join("checkpoint"),
+            onnx,
+            bundle,
+            dir,
+        }
+    }
+
+    /// The tokenizer.json of the checkpoint.
+    pub fn tokenizer(&self) -> PathBuf {
+        self.checkpoint.join("tokenizer.json")
+    }
+
+    /// A path inside the model's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a copy of the ONNX model changed by `edit`, returning its path.
+    pub fn edited_onnx(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut edgebert_quantize::onnx::pb::ModelProto),
+    ) -> PathBuf {
+        let bytes = std::fs::read(&self.onnx).expect("onnx");
+        let mut model = edgebert_quantize::onnx::decode(&bytes).expect("decode onnx");
+        edit(&mut model);
+        let path = self.path(name);
+        std::fs::write(&path, edgebert_quantize::onnx::encode(&model)).expect("write onnx");
+        path
+    }
+}
+
+impl Default for TinyModel {
+    fn default() -> Self {
+        TinyModel::new()
+    }
+}
