@@ -115,7 +115,9 @@ impl Checkpoint {
             })?;
         if config.hidden_size == 0
             || config.num_attention_heads == 0
-            || config.hidden_size % config.num_attention_heads != 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
         {
             return Err(ExportError::Config {
                 path: config_path,

@@ -61,7 +61,7 @@ pub fn logits(ckpt: &Checkpoint, ids: &[i64], type_ids: &[i64]) -> Vec<f32> {
     let types = mat(ckpt, &format!("{p}embeddings.token_type_embeddings.weight"));
     let mut x = Array2::<f32>::zeros((n, h));
     for t in 0..n {
-        let row = &words.row(ids[t] as usize) + &pos.row(t) + &types.row(type_ids[t] as usize);
+        let row = &words.row(ids[t] as usize) + &pos.row(t) + types.row(type_ids[t] as usize);
         x.row_mut(t).assign(&row);
     }
     x = layer_norm(ckpt, &x, &format!("{p}embeddings.LayerNorm"), eps);
