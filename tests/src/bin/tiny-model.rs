@@ -1,22 +1,39 @@
-//! Writes a tiny random-weight BERT checkpoint and its ONNX export and bundle into a directory:
-//! the same fixture the tests use, for trying the tools by hand and for the demo bundle.
+//! Writes a tiny random-weight BERT checkpoint, its ONNX export and bundle into a directory (the
+//! same fixture the tests use), plus `expected.json`: tract's logits for a padded batch of two
+//! texts, so that other runtimes can be checked against it (scripts/onnx_interop.py).
 //!
 //! Usage: tiny-model DIR [MAX_LEN]
 
-fn main() -> anyhow::Result<()> {
+use anyhow::{anyhow, Context, Result};
+use edgebert_runtime::engine::{Engine, TokenBatch};
+use edgebert_runtime::{Classifier, ClassifierOptions};
+
+fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(
-        args.next()
-            .ok_or_else(|| anyhow::anyhow!("usage: tiny-model DIR [MAX_LEN]"))?,
-    );
+    let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow!("usage: tiny-model DIR [MAX_LEN]"))?);
     let max_len = args.next().map(|s| s.parse()).transpose()?.unwrap_or(64);
-    let (onnx, ebm) =
-        edgebert_tests::build_model(&dir, &edgebert_tests::TinySpec::default(), max_len)?;
-    println!(
-        "{}\n{}\n{}",
-        dir.join("checkpoint").display(),
-        onnx.display(),
-        ebm.display()
-    );
+    let (onnx, ebm) = edgebert_tests::build_model(&dir, &edgebert_tests::TinySpec::default(), max_len)?;
+
+    let classifier = Classifier::open(&ebm, ClassifierOptions::default())?;
+    let texts = ["the movie was not good , it was boring !", "fun"];
+    let len = 16;
+    let mut batch = TokenBatch { batch: texts.len(), len, ..Default::default() };
+    for text in texts {
+        let e = classifier.encode(text)?;
+        let pad = len - e.ids.len();
+        batch.ids.extend(e.ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
+        batch.mask.extend(std::iter::repeat_n(1, e.ids.len()).chain(std::iter::repeat_n(0, pad)));
+        batch.type_ids.extend(e.type_ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
+    }
+    let mut engine = Engine::load(&std::fs::read(&onnx)?, 1)?;
+    let logits = engine.run(&batch).map_err(|e| anyhow!(e))?;
+    let rows = |v: &[i64]| v.chunks(len).map(|r| r.to_vec()).collect::<Vec<_>>();
+    let expected = serde_json::json!({
+        "inputs": {"input_ids": rows(&batch.ids), "attention_mask": rows(&batch.mask),
+            "token_type_ids": rows(&batch.type_ids)},
+        "logits": logits.chunks(engine.logits()).collect::<Vec<_>>(),
+    });
+    std::fs::write(dir.join("expected.json"), expected.to_string()).context("expected.json")?;
+    println!("{}\n{}\n{}", dir.join("checkpoint").display(), onnx.display(), ebm.display());
     Ok(())
 }
