@@ -10,20 +10,37 @@ use edgebert_runtime::{Classifier, ClassifierOptions};
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow!("usage: tiny-model DIR [MAX_LEN]"))?);
+    let dir = std::path::PathBuf::from(
+        args.next()
+            .ok_or_else(|| anyhow!("usage: tiny-model DIR [MAX_LEN]"))?,
+    );
     let max_len = args.next().map(|s| s.parse()).transpose()?.unwrap_or(64);
-    let (onnx, ebm) = edgebert_tests::build_model(&dir, &edgebert_tests::TinySpec::default(), max_len)?;
+    let (onnx, ebm) =
+        edgebert_tests::build_model(&dir, &edgebert_tests::TinySpec::default(), max_len)?;
 
     let classifier = Classifier::open(&ebm, ClassifierOptions::default())?;
     let texts = ["the movie was not good , it was boring !", "fun"];
     let len = 16;
-    let mut batch = TokenBatch { batch: texts.len(), len, ..Default::default() };
+    let mut batch = TokenBatch {
+        batch: texts.len(),
+        len,
+        ..Default::default()
+    };
     for text in texts {
         let e = classifier.encode(text)?;
         let pad = len - e.ids.len();
-        batch.ids.extend(e.ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
-        batch.mask.extend(std::iter::repeat_n(1, e.ids.len()).chain(std::iter::repeat_n(0, pad)));
-        batch.type_ids.extend(e.type_ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
+        batch
+            .ids
+            .extend(e.ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
+        batch
+            .mask
+            .extend(std::iter::repeat_n(1, e.ids.len()).chain(std::iter::repeat_n(0, pad)));
+        batch.type_ids.extend(
+            e.type_ids
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, pad)),
+        );
     }
     let mut engine = Engine::load(&std::fs::read(&onnx)?, 1)?;
     let logits = engine.run(&batch).map_err(|e| anyhow!(e))?;
@@ -34,6 +51,11 @@ fn main() -> Result<()> {
         "logits": logits.chunks(engine.logits()).collect::<Vec<_>>(),
     });
     std::fs::write(dir.join("expected.json"), expected.to_string()).context("expected.json")?;
-    println!("{}\n{}\n{}", dir.join("checkpoint").display(), onnx.display(), ebm.display());
+    println!(
+        "{}\n{}\n{}",
+        dir.join("checkpoint").display(),
+        onnx.display(),
+        ebm.display()
+    );
     Ok(())
 }
