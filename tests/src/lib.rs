@@ -2,6 +2,7 @@
 //! weights and a real HF tokenizer.json, built here (no network), and an independent reference
 //! forward pass in plain ndarray to check the exported graph against.
 
+pub mod int8;
 pub mod reference;
 
 use std::collections::BTreeMap;
