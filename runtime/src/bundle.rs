@@ -73,8 +73,9 @@ impl Bundle {
 
     /// Serialises the bundle.
     pub fn to_bytes(&self) -> Vec<u8> {
-        // Serialising plain structs of strings and numbers into a Vec cannot fail.
-        let manifest = postcard::to_allocvec(&self.manifest).unwrap_or_default();
+        // postcard fails only on types it cannot represent or a full fixed buffer; a manifest of
+        // strings and numbers into a growable Vec is neither.
+        let manifest = postcard::to_allocvec(&self.manifest).expect("manifest serialises");
         let mut out = Vec::with_capacity(
             HEADER_LEN + manifest.len() + self.tokenizer_json.len() + self.onnx.len() + 4,
         );

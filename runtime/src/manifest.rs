@@ -23,8 +23,8 @@ pub struct Manifest {
     pub provenance: Provenance,
 }
 
-/// How text becomes tokens. The tokenizer.json is authoritative; these are recorded for `info`
-/// and checked against it at load.
+/// How text becomes tokens, as read from the tokenizer.json when the bundle was made. Recorded
+/// for `info`; at run time the bundled tokenizer.json itself is authoritative.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenizerSettings {
     /// Whether the normaliser lowercases (an "uncased" model).
