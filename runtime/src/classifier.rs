@@ -153,6 +153,11 @@ impl Classifier {
         self.encoder.encode(text)
     }
 
+    /// The model's tokenizer.
+    pub fn encoder(&self) -> &TextEncoder {
+        &self.encoder
+    }
+
     /// Prepares the plans for every length bucket now rather than on first use.
     pub fn prepare_all(&mut self) -> Result<()> {
         for &len in &self.buckets {
@@ -233,22 +238,7 @@ impl Classifier {
 
     fn run_padded(&mut self, rows: &[&Encoded], len: usize) -> Result<Vec<Prediction>> {
         let (_, pad_id) = self.encoder.pad();
-        let mut batch = TokenBatch {
-            batch: rows.len(),
-            len,
-            ..Default::default()
-        };
-        for row in rows {
-            let n = row.ids.len();
-            batch.ids.extend(&row.ids);
-            batch
-                .ids
-                .extend(std::iter::repeat_n(i64::from(pad_id), len - n));
-            batch.mask.extend(std::iter::repeat_n(1, n));
-            batch.mask.extend(std::iter::repeat_n(0, len - n));
-            batch.type_ids.extend(&row.type_ids);
-            batch.type_ids.extend(std::iter::repeat_n(0, len - n));
-        }
+        let batch = TokenBatch::padded(rows, len, i64::from(pad_id));
         let logits = self.engine.run(&batch).map_err(Error::Inference)?;
         Ok(logits
             .chunks(self.engine.logits())

@@ -9,6 +9,7 @@ use tract_onnx::tract_core::runtime::RunOptions;
 use tract_onnx::tract_hir::infer::{GenericFactoid, ShapeFactoid};
 
 use crate::error::ModelError;
+use crate::text::Encoded;
 
 /// What one graph input receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,37 @@ pub struct TokenBatch {
     pub ids: Vec<i64>,
     pub mask: Vec<i64>,
     pub type_ids: Vec<i64>,
+}
+
+impl TokenBatch {
+    /// Pads token sequences to `len` (ids with `pad_id`, mask 0, segment 0), row after row.
+    pub fn padded(rows: &[&Encoded], len: usize, pad_id: i64) -> TokenBatch {
+        let mut batch = TokenBatch {
+            batch: rows.len(),
+            len,
+            ..Default::default()
+        };
+        for row in rows {
+            let pad = len.saturating_sub(row.ids.len());
+            debug_assert!(row.ids.len() <= len, "a row longer than its bucket");
+            batch.ids.extend(
+                row.ids
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(pad_id, pad)),
+            );
+            batch
+                .mask
+                .extend(std::iter::repeat_n(1, row.ids.len()).chain(std::iter::repeat_n(0, pad)));
+            batch.type_ids.extend(
+                row.type_ids
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0, pad)),
+            );
+        }
+        batch
+    }
 }
 
 /// A loaded and checked ONNX classifier. Holds the decluttered graph with symbolic batch and

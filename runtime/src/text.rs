@@ -71,6 +71,24 @@ impl TextEncoder {
         self.id_bound
     }
 
+    /// Tokenizes texts and pads them into one batch of `len` tokens per row.
+    pub fn batch(
+        &self,
+        texts: &[&str],
+        len: usize,
+    ) -> Result<crate::engine::TokenBatch, InputError> {
+        let rows = texts
+            .iter()
+            .map(|t| self.encode(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows: Vec<&Encoded> = rows.iter().collect();
+        Ok(crate::engine::TokenBatch::padded(
+            &rows,
+            len,
+            i64::from(self.pad_id),
+        ))
+    }
+
     /// The padding token and its id.
     pub fn pad(&self) -> (&str, u32) {
         (&self.pad_token, self.pad_id)

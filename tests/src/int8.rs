@@ -85,6 +85,14 @@ fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
     }
 }
 
+/// Initializers for a u8 scale and zero point.
+fn u8_quant_params(scale_name: &str, zero_name: &str, scale: f32, zero: u8) -> [TensorProto; 2] {
+    [
+        scalar(scale_name, DataType::Float, scale.to_le_bytes().to_vec()),
+        scalar(zero_name, DataType::Uint8, vec![zero]),
+    ]
+}
+
 /// u8 scale and zero point covering `[lo, hi]` (widened to include 0, with a margin).
 fn u8_params(lo: f32, hi: f32) -> (f32, u8) {
     let (lo, hi) = (lo.min(0.0) * 1.25, hi.max(0.0) * 1.25);
@@ -173,14 +181,9 @@ pub fn quantize(model: &ModelProto, form: Form, batch: &TokenBatch) -> Result<Mo
                 ]
             }
             Form::Qdq => {
-                graph.initializer.push(scalar(
-                    &xs,
-                    DataType::Float,
-                    x_scale.to_le_bytes().to_vec(),
-                ));
                 graph
                     .initializer
-                    .push(scalar(&xz, DataType::Uint8, vec![x_zero]));
+                    .extend(u8_quant_params(&xs, &xz, x_scale, x_zero));
                 vec![
                     node("QuantizeLinear", &t("q"), &[x, &xs, &xz], &[&t("xq")]),
                     node(
@@ -201,22 +204,12 @@ pub fn quantize(model: &ModelProto, form: Form, batch: &TokenBatch) -> Result<Mo
             Form::QLinear => {
                 let (y_scale, y_zero) = u8_params(ranges[y].0, ranges[y].1);
                 let (ys, yz) = (t("y_scale"), t("y_zero"));
-                graph.initializer.push(scalar(
-                    &xs,
-                    DataType::Float,
-                    x_scale.to_le_bytes().to_vec(),
-                ));
                 graph
                     .initializer
-                    .push(scalar(&xz, DataType::Uint8, vec![x_zero]));
-                graph.initializer.push(scalar(
-                    &ys,
-                    DataType::Float,
-                    y_scale.to_le_bytes().to_vec(),
-                ));
+                    .extend(u8_quant_params(&xs, &xz, x_scale, x_zero));
                 graph
                     .initializer
-                    .push(scalar(&yz, DataType::Uint8, vec![y_zero]));
+                    .extend(u8_quant_params(&ys, &yz, y_scale, y_zero));
                 vec![
                     node("QuantizeLinear", &t("q"), &[x, &xs, &xz], &[&t("xq")]),
                     node(

@@ -18,22 +18,7 @@ const TEXTS: &[&str] = &[
 ];
 
 fn calibration(c: &Classifier) -> TokenBatch {
-    let len = 16;
-    let mut b = TokenBatch {
-        batch: TEXTS.len(),
-        len,
-        ..Default::default()
-    };
-    for t in TEXTS {
-        let e = c.encode(t).unwrap();
-        let pad = len - e.ids.len();
-        b.ids
-            .extend(e.ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
-        b.mask
-            .extend(std::iter::repeat_n(1, e.ids.len()).chain(std::iter::repeat_n(0, pad)));
-        b.type_ids.extend(std::iter::repeat_n(0, len));
-    }
-    b
+    c.encoder().batch(TEXTS, 16).unwrap()
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! Usage: tiny-model DIR [MAX_LEN]
 
 use anyhow::{anyhow, Context, Result};
-use edgebert_runtime::engine::{Engine, TokenBatch};
+use edgebert_runtime::engine::Engine;
 use edgebert_runtime::{Classifier, ClassifierOptions};
 
 fn main() -> Result<()> {
@@ -21,27 +21,7 @@ fn main() -> Result<()> {
     let classifier = Classifier::open(&ebm, ClassifierOptions::default())?;
     let texts = ["the movie was not good , it was boring !", "fun"];
     let len = 16;
-    let mut batch = TokenBatch {
-        batch: texts.len(),
-        len,
-        ..Default::default()
-    };
-    for text in texts {
-        let e = classifier.encode(text)?;
-        let pad = len - e.ids.len();
-        batch
-            .ids
-            .extend(e.ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
-        batch
-            .mask
-            .extend(std::iter::repeat_n(1, e.ids.len()).chain(std::iter::repeat_n(0, pad)));
-        batch.type_ids.extend(
-            e.type_ids
-                .iter()
-                .copied()
-                .chain(std::iter::repeat_n(0, pad)),
-        );
-    }
+    let batch = classifier.encoder().batch(&texts, len)?;
     let mut engine = Engine::load(&std::fs::read(&onnx)?, 1)?;
     let logits = engine.run(&batch).map_err(|e| anyhow!(e))?;
     let rows = |v: &[i64]| v.chunks(len).map(|r| r.to_vec()).collect::<Vec<_>>();
