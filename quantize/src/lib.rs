@@ -5,6 +5,7 @@
 //! Depends on `edgebert-runtime` (bundle format, tract inference) and never the other way round.
 
 pub mod checkpoint;
+pub mod dynamic;
 pub mod error;
 pub mod export;
 pub mod onnx;

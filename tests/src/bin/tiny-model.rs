@@ -1,6 +1,7 @@
 //! Writes a tiny random-weight BERT checkpoint, its ONNX export and bundle into a directory (the
 //! same fixture the tests use), plus `expected.json`: tract's logits for a padded batch of two
-//! texts, so that other runtimes can be checked against it (scripts/onnx_interop.py).
+//! texts, so that other runtimes can be checked against it (scripts/onnx_interop.py); and the same
+//! for `model-int8.onnx`, its dynamic int8 quantization (`expected-int8.json`).
 //!
 //! Usage: tiny-model DIR [MAX_LEN]
 
@@ -22,15 +23,28 @@ fn main() -> Result<()> {
     let texts = ["the movie was not good , it was boring !", "fun"];
     let len = 16;
     let batch = classifier.encoder().batch(&texts, len)?;
-    let mut engine = Engine::load(&std::fs::read(&onnx)?, 1)?;
-    let logits = engine.run(&batch).map_err(|e| anyhow!(e))?;
-    let rows = |v: &[i64]| v.chunks(len).map(|r| r.to_vec()).collect::<Vec<_>>();
-    let expected = serde_json::json!({
-        "inputs": {"input_ids": rows(&batch.ids), "attention_mask": rows(&batch.mask),
-            "token_type_ids": rows(&batch.type_ids)},
-        "logits": logits.chunks(engine.logits()).collect::<Vec<_>>(),
-    });
-    std::fs::write(dir.join("expected.json"), expected.to_string()).context("expected.json")?;
+    // The f32 export and its dynamic int8 quantization, each with tract's logits.
+    let f32_bytes = std::fs::read(&onnx)?;
+    let (int8, _) = edgebert_quantize::dynamic::quantize_dynamic(
+        &edgebert_quantize::onnx::decode(&f32_bytes)?,
+        &Default::default(),
+    )?;
+    let int8_bytes = edgebert_quantize::onnx::encode(&int8);
+    std::fs::write(dir.join("model-int8.onnx"), &int8_bytes)?;
+    for (bytes, name) in [
+        (f32_bytes, "expected.json"),
+        (int8_bytes, "expected-int8.json"),
+    ] {
+        let mut engine = Engine::load(&bytes, 1)?;
+        let logits = engine.run(&batch).map_err(|e| anyhow!(e))?;
+        let rows = |v: &[i64]| v.chunks(len).map(|r| r.to_vec()).collect::<Vec<_>>();
+        let expected = serde_json::json!({
+            "inputs": {"input_ids": rows(&batch.ids), "attention_mask": rows(&batch.mask),
+                "token_type_ids": rows(&batch.type_ids)},
+            "logits": logits.chunks(engine.logits()).collect::<Vec<_>>(),
+        });
+        std::fs::write(dir.join(name), expected.to_string()).context("expected logits")?;
+    }
     println!(
         "{}\n{}\n{}",
         dir.join("checkpoint").display(),

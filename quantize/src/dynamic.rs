@@ -1,0 +1,378 @@
+//! Dynamic int8 quantization of an ONNX graph.
+//!
+//! Every `MatMul` whose second input is a constant 2-D f32 weight `[K, N]` becomes
+//!
+//! ```text
+//! x ─ DynamicQuantizeLinear ─ x_q (u8), x_scale, x_zero      (one per activation, shared)
+//! MatMulInteger(x_q, W_q (i8 [K, N]), x_zero, 0) ─ Cast(f32) ─ Mul(x_scale · w_scale[N])
+//! ```
+//!
+//! with symmetric int8 weights per output channel. The per-channel scale is applied as an f32
+//! `Mul` after the i32 product, so the graph does not depend on per-axis `DequantizeLinear`
+//! support (read as a scalar by tract before PR #2849). This is the form onnxruntime's
+//! `quantize_dynamic` writes, and tract turns `MatMulInteger` into an i32-accumulating int8 EinSum.
+//!
+//! The word-embedding table (a `Gather` on `input_ids`) is stored int8 per row, with a per-row
+//! scale gathered alongside and applied after the lookup. LayerNorm, softmax, GELU and the
+//! attention products (no constant operand) stay f32.
+
+use std::collections::{HashMap, HashSet};
+
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
+
+use crate::onnx::attr_int;
+
+/// Why a graph could not be quantized.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuantizeError {
+    #[error("the graph has no MatMul with a constant weight to quantize")]
+    NothingToQuantize,
+    #[error(
+        "--keep-f32 names `{0}`, which is not a quantizable MatMul or embedding in this graph"
+    )]
+    UnknownKeep(String),
+    #[error("the ONNX model has no graph")]
+    NoGraph,
+    #[error("initializer `{0}` is not f32 stored as raw data")]
+    UnsupportedInitializer(String),
+}
+
+/// What to quantize.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicOptions {
+    /// Node names (MatMul nodes, or the embedding Gather) to leave in f32.
+    pub keep_f32: Vec<String>,
+    /// Leave the word-embedding table in f32.
+    pub keep_embeddings_f32: bool,
+}
+
+/// One quantized weight: how much it shrank and how faithfully (signal-to-quantization-noise
+/// ratio of the weight itself, in dB).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorReport {
+    /// The node that uses it.
+    pub node: String,
+    /// The weight's initializer name.
+    pub weight: String,
+    pub shape: Vec<usize>,
+    pub f32_bytes: usize,
+    pub int8_bytes: usize,
+    pub sqnr_db: f64,
+}
+
+/// Symmetric int8 quantization of `values` with one scale: `(q, scale)`.
+pub fn quantize_symmetric(values: impl Iterator<Item = f32> + Clone) -> (Vec<i8>, f32) {
+    let max = values.clone().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    (
+        values
+            .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8)
+            .collect(),
+        scale,
+    )
+}
+
+/// Signal-to-quantization-noise ratio in dB of `approx` against `exact` (∞ when equal).
+pub fn sqnr_db(exact: &[f32], approx: &[f32]) -> f64 {
+    let signal: f64 = exact.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    let noise: f64 = exact
+        .iter()
+        .zip(approx)
+        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+        .sum();
+    if noise == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (signal / noise).log10()
+    }
+}
+
+fn f32_data(t: &TensorProto) -> Result<Vec<f32>, QuantizeError> {
+    if t.data_type == DataType::Float as i32 && !t.raw_data.is_empty() {
+        Ok(t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    } else if t.data_type == DataType::Float as i32 && !t.float_data.is_empty() {
+        Ok(t.float_data.clone())
+    } else {
+        Err(QuantizeError::UnsupportedInitializer(t.name.clone()))
+    }
+}
+
+fn tensor(name: String, dt: DataType, dims: &[usize], raw_data: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name,
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: dt as i32,
+        raw_data,
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: String, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name,
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn cast(name: String, input: &str, output: &str, to: DataType) -> NodeProto {
+    let mut n = node("Cast", name, &[input], &[output]);
+    n.attribute.push(attr_int("to", to as i64));
+    n
+}
+
+/// Quantizes `model` dynamically; returns the new model and a report per quantized weight.
+pub fn quantize_dynamic(
+    model: &ModelProto,
+    options: &DynamicOptions,
+) -> Result<(ModelProto, Vec<TensorReport>), QuantizeError> {
+    let mut model = model.clone();
+    let graph = model.graph.as_mut().ok_or(QuantizeError::NoGraph)?;
+    let initializers: HashMap<String, TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    let is_weight = |name: &str| {
+        initializers
+            .get(name)
+            .is_some_and(|t| t.dims.len() == 2 && t.data_type == DataType::Float as i32)
+    };
+    let matmuls: HashSet<String> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "MatMul" && n.input.len() == 2 && is_weight(&n.input[1]))
+        .map(|n| n.name.clone())
+        .collect();
+    let embedding = graph
+        .node
+        .iter()
+        .find(|n| {
+            n.op_type == "Gather"
+                && n.input.len() == 2
+                && n.input[1] == "input_ids"
+                && is_weight(&n.input[0])
+        })
+        .map(|n| n.name.clone());
+    for keep in &options.keep_f32 {
+        if !matmuls.contains(keep) && embedding.as_ref() != Some(keep) {
+            return Err(QuantizeError::UnknownKeep(keep.clone()));
+        }
+    }
+    let keep: HashSet<&String> = options.keep_f32.iter().collect();
+    if matmuls.iter().all(|m| keep.contains(m)) {
+        return Err(QuantizeError::NothingToQuantize);
+    }
+
+    let mut reports = Vec::new();
+    let mut quantized_activations: HashMap<String, [String; 3]> = HashMap::new();
+    let mut new_nodes = Vec::with_capacity(graph.node.len() * 2);
+    let mut new_inits = Vec::new();
+    for n in std::mem::take(&mut graph.node) {
+        if matmuls.contains(&n.name) && !keep.contains(&n.name) {
+            let (x, w, y) = (n.input[0].clone(), n.input[1].clone(), n.output[0].clone());
+            let t = &initializers[&w];
+            let (k, cols) = (t.dims[0] as usize, t.dims[1] as usize);
+            let data = f32_data(t)?;
+            // Per output channel (column n of [K, N]).
+            let mut q = vec![0i8; k * cols];
+            let mut scales = vec![0f32; cols];
+            for c in 0..cols {
+                let (col, s) = quantize_symmetric((0..k).map(|r| data[r * cols + c]));
+                for (r, v) in col.into_iter().enumerate() {
+                    q[r * cols + c] = v;
+                }
+                scales[c] = s;
+            }
+            let approx: Vec<f32> = (0..k * cols)
+                .map(|i| f32::from(q[i]) * scales[i % cols])
+                .collect();
+            reports.push(TensorReport {
+                node: n.name.clone(),
+                weight: w.clone(),
+                shape: vec![k, cols],
+                f32_bytes: data.len() * 4,
+                int8_bytes: q.len() + scales.len() * 4,
+                sqnr_db: sqnr_db(&data, &approx),
+            });
+            let (wq, ws, wz) = (
+                format!("{w}_quantized"),
+                format!("{w}_scale"),
+                format!("{w}_zero_point"),
+            );
+            new_inits.push(tensor(
+                wq.clone(),
+                DataType::Int8,
+                &[k, cols],
+                q.iter().map(|&v| v as u8).collect(),
+            ));
+            new_inits.push(tensor(
+                ws.clone(),
+                DataType::Float,
+                &[cols],
+                scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            ));
+            new_inits.push(tensor(wz.clone(), DataType::Int8, &[], vec![0]));
+            let [xq, xs, xz] = quantized_activations
+                .entry(x.clone())
+                .or_insert_with(|| {
+                    let names = [
+                        format!("{x}_quantized"),
+                        format!("{x}_scale"),
+                        format!("{x}_zero_point"),
+                    ];
+                    new_nodes.push(node(
+                        "DynamicQuantizeLinear",
+                        format!("{x}_DynamicQuantizeLinear"),
+                        &[&x],
+                        &[&names[0], &names[1], &names[2]],
+                    ));
+                    names
+                })
+                .clone();
+            let name = &n.name;
+            let acc = format!("{name}_output_quantized");
+            let acc_f = format!("{acc}_cast");
+            let both = format!("{name}_quant_scales");
+            new_nodes.push(node(
+                "Mul",
+                format!("{name}_quant_scales_mul"),
+                &[&xs, &ws],
+                &[&both],
+            ));
+            new_nodes.push(node(
+                "MatMulInteger",
+                format!("{name}_quant"),
+                &[&xq, &wq, &xz, &wz],
+                &[&acc],
+            ));
+            new_nodes.push(cast(
+                format!("{name}_output_cast"),
+                &acc,
+                &acc_f,
+                DataType::Float,
+            ));
+            new_nodes.push(node(
+                "Mul",
+                format!("{name}_output_scale"),
+                &[&acc_f, &both],
+                &[&y],
+            ));
+        } else if embedding.as_ref() == Some(&n.name)
+            && !options.keep_embeddings_f32
+            && !keep.contains(&n.name)
+        {
+            let (table, ids, y) = (n.input[0].clone(), n.input[1].clone(), n.output[0].clone());
+            let t = &initializers[&table];
+            let (rows, cols) = (t.dims[0] as usize, t.dims[1] as usize);
+            let data = f32_data(t)?;
+            let mut q = Vec::with_capacity(rows * cols);
+            let mut scales = Vec::with_capacity(rows);
+            for r in 0..rows {
+                let (row, s) = quantize_symmetric(data[r * cols..(r + 1) * cols].iter().copied());
+                q.extend(row);
+                scales.push(s);
+            }
+            let approx: Vec<f32> = (0..rows * cols)
+                .map(|i| f32::from(q[i]) * scales[i / cols])
+                .collect();
+            reports.push(TensorReport {
+                node: n.name.clone(),
+                weight: table.clone(),
+                shape: vec![rows, cols],
+                f32_bytes: data.len() * 4,
+                int8_bytes: q.len() + scales.len() * 4,
+                sqnr_db: sqnr_db(&data, &approx),
+            });
+            // Scales stored [rows, 1] so the gathered scale broadcasts over the hidden axis.
+            let (tq, ts) = (format!("{table}_quantized"), format!("{table}_row_scale"));
+            new_inits.push(tensor(
+                tq.clone(),
+                DataType::Int8,
+                &[rows, cols],
+                q.iter().map(|&v| v as u8).collect(),
+            ));
+            new_inits.push(tensor(
+                ts.clone(),
+                DataType::Float,
+                &[rows, 1],
+                scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            ));
+            let name = &n.name;
+            let (gq, gf, gs) = (
+                format!("{name}_quantized"),
+                format!("{name}_quantized_cast"),
+                format!("{name}_scale"),
+            );
+            new_nodes.push(node(
+                "Gather",
+                format!("{name}_quant"),
+                &[&tq, &ids],
+                &[&gq],
+            ));
+            new_nodes.push(cast(format!("{name}_cast"), &gq, &gf, DataType::Float));
+            new_nodes.push(node(
+                "Gather",
+                format!("{name}_scale_gather"),
+                &[&ts, &ids],
+                &[&gs],
+            ));
+            new_nodes.push(node(
+                "Mul",
+                format!("{name}_dequantize"),
+                &[&gf, &gs],
+                &[&y],
+            ));
+        } else {
+            new_nodes.push(n);
+        }
+    }
+    graph.node = new_nodes;
+    graph.initializer.extend(new_inits);
+    let used: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
+    graph.initializer.retain(|t| used.contains(&t.name));
+    Ok((model, reports))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn symmetric_quantization_error_is_at_most_half_a_step(
+            v in proptest::collection::vec(-100f32..100f32, 1..200)
+        ) {
+            let (q, scale) = quantize_symmetric(v.iter().copied());
+            for (x, q) in v.iter().zip(&q) {
+                prop_assert!((x - f32::from(*q) * scale).abs() <= scale * 0.5 + 1e-4);
+                prop_assert!(*q >= -127);
+            }
+        }
+    }
+
+    #[test]
+    fn sqnr_of_exact_copy_is_infinite_and_of_noise_is_finite() {
+        assert!(sqnr_db(&[1.0, 2.0], &[1.0, 2.0]).is_infinite());
+        let db = sqnr_db(&[1.0, 2.0], &[1.1, 2.0]);
+        assert!((db - 10.0 * (5.0f64 / 0.01).log10()).abs() < 1e-3);
+    }
+
+    #[test]
+    fn all_zero_weights_quantize_to_zero_with_unit_scale() {
+        let (q, s) = quantize_symmetric([0.0f32; 4].into_iter());
+        assert_eq!((q, s), (vec![0; 4], 1.0));
+    }
+}
