@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Why a checkpoint could not be read or exported.
+/// Why a checkpoint could not be read, exported or quantized.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExportError {
@@ -34,6 +34,10 @@ pub enum ExportError {
     Unsupported(String),
     #[error(transparent)]
     Runtime(#[from] edgebert_runtime::Error),
+    #[error(transparent)]
+    Quantize(#[from] crate::dynamic::QuantizeError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl ExportError {

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod dynamic;
 pub mod error;
 pub mod export;
+pub mod job;
 pub mod onnx;
 
 pub use checkpoint::{BertConfig, Checkpoint};

@@ -87,7 +87,7 @@ impl Manifest {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         let p = &self.provenance;
-        let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{k:<14}{v}\n"));
+        let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{k:<15} {v}\n"));
         line(&mut out, "task", &self.task);
         line(&mut out, "labels", &self.labels.join(", "));
         line(

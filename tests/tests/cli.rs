@@ -473,3 +473,67 @@ fn quantize_export_writes_onnx_and_bundles_and_refuses_a_bare_model() {
     assert!(stderr(&out).contains("bare BertModel"), "{}", stderr(&out));
     assert!(!m.path("bare.onnx").exists());
 }
+
+#[test]
+fn quantize_dynamic_bundle_to_bundle_and_its_refusals() {
+    let m = TinyModel::new();
+    let bin = workspace_bin("edgebert-quantize");
+    let out_ebm = m.path("int8.ebm");
+    let report = m.path("report.md");
+    let out = Command::new(&bin)
+        .args([
+            "dynamic",
+            s(&m.bundle),
+            "-o",
+            s(&out_ebm),
+            "--report",
+            s(&report),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("| `/classifier/MatMul` |"));
+    assert!(std::fs::read_to_string(&report).unwrap().contains("SQNR"));
+    let info: Value = serde_json::from_slice(
+        &edgebert()
+            .args(["info", "--json", s(&out_ebm)])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(info["manifest"]["quantization"], "DynamicInt8");
+    assert_eq!(
+        info["manifest"]["labels"][0], "negative",
+        "labels and tokenizer carried over"
+    );
+    let out = edgebert()
+        .args(["classify", "--model", s(&out_ebm), "good movie"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+
+    let before = std::fs::read(&m.bundle).unwrap();
+    let out = Command::new(&bin)
+        .args(["dynamic", s(&m.bundle), "-o", s(&m.bundle)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read(&m.bundle).unwrap(), before, "input untouched");
+    let out = Command::new(&bin)
+        .args(["dynamic", s(&m.onnx), "-o", s(&m.path("x.ebm"))])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ONNX → bundle needs --tokenizer and --labels"
+    );
+    let out = Command::new(&bin)
+        .args(["dynamic", s(&out_ebm), "-o", s(&m.path("again.ebm"))])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no MatMul"), "{}", stderr(&out));
+    assert!(!m.path("again.ebm").exists());
+}

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use edgebert_quantize::dynamic::DynamicOptions;
+use edgebert_quantize::job::{dynamic_to_file, DynamicJob};
 use edgebert_quantize::ExportError;
+use edgebert_runtime::cli::LabelSource;
 use edgebert_runtime::cli::{exit, exit_code};
 
 #[derive(Parser)]
@@ -31,6 +34,36 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         max_len: usize,
     },
+    /// Quantize an ONNX model or bundle to int8: weights of every MatMul with a constant weight
+    /// (per output channel) and the word embeddings (per row); activations at run time.
+    Dynamic {
+        /// An f32 bundle (.ebm) or ONNX model.
+        input: PathBuf,
+        /// Output bundle (.ebm) or ONNX model (.onnx).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Also write the plain int8 ONNX here.
+        #[arg(long)]
+        onnx_out: Option<PathBuf>,
+        /// tokenizer.json, when an ONNX input is written as a bundle.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Labels (`a,b` or a config.json with id2label), when an ONNX input is written as a bundle.
+        #[arg(long)]
+        labels: Option<String>,
+        /// Maximum sequence length, when an ONNX input is written as a bundle.
+        #[arg(long, default_value_t = 128)]
+        max_len: usize,
+        /// Node names to keep in f32 (MatMul nodes or the embedding Gather).
+        #[arg(long, value_delimiter = ',')]
+        keep_f32: Vec<String>,
+        /// Keep the word-embedding table in f32.
+        #[arg(long)]
+        keep_embeddings_f32: bool,
+        /// Write the per-tensor table as Markdown here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +84,32 @@ fn main() -> ExitCode {
             output,
             max_len,
         } => edgebert_quantize::export_to_file(&checkpoint, &output, max_len).map(|()| output),
+        Command::Dynamic {
+            input,
+            output,
+            onnx_out,
+            tokenizer,
+            labels,
+            max_len,
+            keep_f32,
+            keep_embeddings_f32,
+            report,
+        } => {
+            let options = DynamicOptions {
+                keep_f32,
+                keep_embeddings_f32,
+            };
+            let job = DynamicJob {
+                input,
+                output,
+                onnx_out,
+                tokenizer,
+                labels: None,
+                max_len,
+                options,
+            };
+            dynamic(job, labels, report)
+        }
     };
     match result {
         Ok(output) => {
@@ -61,6 +120,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(match &e {
                 ExportError::Runtime(inner) => exit_code(inner),
+                ExportError::Usage(_) => exit::USAGE,
                 ExportError::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => {
                     exit::FAILURE
                 }
@@ -68,4 +128,22 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+fn dynamic(
+    mut job: DynamicJob,
+    labels: Option<String>,
+    report: Option<PathBuf>,
+) -> Result<PathBuf, ExportError> {
+    if let Some(labels) = labels {
+        job.labels = Some(LabelSource::parse(&labels).resolve()?);
+    }
+    let summary = dynamic_to_file(&job)?;
+    let table = summary.markdown();
+    print!("{table}");
+    if let Some(path) = report {
+        let inputs = [job.input.as_path(), job.output.as_path()];
+        edgebert_runtime::fsutil::write_atomic(&path, table.as_bytes(), &inputs)?;
+    }
+    Ok(job.output)
 }

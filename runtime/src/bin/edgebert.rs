@@ -214,7 +214,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             } else {
                 print!("{}", b.manifest.describe());
                 println!(
-                    "{:<14}{} bytes (model {}, tokenizer {}), format v{}",
+                    "{:<15} {} bytes (model {}, tokenizer {}), format v{}",
                     "size",
                     bytes,
                     b.onnx.len(),
