@@ -102,6 +102,25 @@ fn tract_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Tract(format!("{e:#}"))
 }
 
+/// Runs tract code, turning a panic inside tract into an error message. tract trusts some ONNX
+/// attributes without checking them (fuzzing found a `Transpose` whose `perm` names an axis beyond
+/// the rank indexing out of bounds in tract-hir 0.23.9, `ops/array/permute_axes.rs`); a crafted or
+/// corrupt graph must give an error, never take the process down.
+fn guarded<T>(f: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("tract failed on this graph: {msg}"))
+        }
+    }
+}
+
 impl Engine {
     /// Parses and checks an ONNX graph: operators tract implements, the HF input names, a
     /// `[batch, n]` logits output. `threads` > 1 runs matrix products on that many threads.
@@ -166,24 +185,22 @@ impl Engine {
             .ok_or(ModelError::NoOutput)?;
         let embedding_rows = embedding_rows(graph);
 
-        let mut model = onnx.model_for_proto_model(&proto).map_err(tract_err)?;
-        let batch_sym = model.sym("batch");
-        let seq_sym = model.sym("sequence");
-        for ix in 0..roles.len() {
-            let shape = ShapeFactoid::closed(tvec![
-                GenericFactoid::Only(batch_sym.to_dim()),
-                GenericFactoid::Only(seq_sym.to_dim())
-            ]);
-            model
-                .set_input_fact(ix, InferenceFact::dt_shape(i64::datum_type(), shape))
-                .map_err(tract_err)?;
-        }
-        let output = model.output_outlets().map_err(tract_err)?[output_ix];
-        model.select_output_outlets(&[output]).map_err(tract_err)?;
-        let decluttered = model
-            .into_typed()
-            .and_then(|m| m.into_decluttered())
-            .map_err(tract_err)?;
+        let (decluttered, batch_sym, seq_sym) = guarded(|| {
+            let mut model = onnx.model_for_proto_model(&proto)?;
+            let batch_sym = model.sym("batch");
+            let seq_sym = model.sym("sequence");
+            for ix in 0..roles.len() {
+                let shape = ShapeFactoid::closed(tvec![
+                    GenericFactoid::Only(batch_sym.to_dim()),
+                    GenericFactoid::Only(seq_sym.to_dim())
+                ]);
+                model.set_input_fact(ix, InferenceFact::dt_shape(i64::datum_type(), shape))?;
+            }
+            let output = model.output_outlets()?[output_ix];
+            model.select_output_outlets(&[output])?;
+            Ok((model.into_typed()?.into_decluttered()?, batch_sym, seq_sym))
+        })
+        .map_err(ModelError::Tract)?;
 
         let fact = decluttered.output_fact(0).map_err(tract_err)?;
         if fact.datum_type != f32::datum_type() || fact.rank() != 2 {
@@ -237,13 +254,15 @@ impl Engine {
             (self.batch_sym.clone(), (batch as i64).to_dim()),
             (self.seq_sym.clone(), (len as i64).to_dim()),
         ]);
-        let state = self
-            .decluttered
-            .set_symbols(&subs)
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable_with_options(&self.run_options))
-            .and_then(|plan| plan.spawn())
-            .map_err(tract_err)?;
+        let state = guarded(|| {
+            let plan = self
+                .decluttered
+                .set_symbols(&subs)?
+                .into_optimized()?
+                .into_runnable_with_options(&self.run_options)?;
+            plan.spawn()
+        })
+        .map_err(ModelError::Tract)?;
         self.plans.insert((batch, len), state);
         Ok(())
     }

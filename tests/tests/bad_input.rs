@@ -328,3 +328,23 @@ fn writing_never_replaces_an_input() {
             .unwrap_err();
     assert!(err.to_string().contains("also an input"), "{err}");
 }
+
+#[test]
+fn a_graph_that_makes_tract_panic_is_an_error_not_a_crash() {
+    // Found by fuzzing: tract-hir 0.23.9 indexes a Transpose `perm` without checking the rank.
+    let m = TinyModel::new();
+    let onnx = m.edited_onnx("bad-perm.onnx", |model| {
+        let graph = model.graph.as_mut().unwrap();
+        let node = graph
+            .node
+            .iter_mut()
+            .find(|n| n.op_type == "Transpose")
+            .unwrap();
+        node.attribute[0].ints = vec![0, 2, 1, 123];
+    });
+    let err = parts(&m, &onnx, &["negative", "positive"]).unwrap_err();
+    assert!(
+        matches!(&err, Error::Model(ModelError::Tract(msg)) if msg.contains("tract failed")),
+        "{err}"
+    );
+}
