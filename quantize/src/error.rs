@@ -38,6 +38,18 @@ pub enum ExportError {
     Quantize(#[from] crate::dynamic::QuantizeError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(
+        "int8 accuracy {int8:.2}% is {drop:.2} points below f32 {f32:.2}% (allowed: {max:.2}); \
+         nothing written (try --keep-f32)"
+    )]
+    AccuracyDrop {
+        f32: f64,
+        int8: f64,
+        drop: f64,
+        max: f64,
+    },
 }
 
 impl ExportError {

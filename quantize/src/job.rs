@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use edgebert_runtime::{Bundle, Classifier, ClassifierOptions, Metric, Quantization};
 
+use crate::data::{read_examples, Columns};
 use crate::dynamic::{quantize_dynamic, DynamicOptions, TensorReport};
 use crate::error::ExportError;
+use crate::eval::{agreement, evaluate, Evaluation};
 use crate::onnx;
 
 /// A model to quantize: a bundle, or a plain ONNX graph (with what a bundle needs when the output
@@ -22,6 +24,33 @@ pub struct DynamicJob {
     pub labels: Option<Vec<String>>,
     pub max_len: usize,
     pub options: DynamicOptions,
+    /// Measure f32 and int8 accuracy on labelled data, and guard the drop.
+    pub eval: Option<EvalSpec>,
+}
+
+/// Labelled data to evaluate on, and the largest accuracy drop to accept.
+#[derive(Debug, Clone)]
+pub struct EvalSpec {
+    pub data: PathBuf,
+    pub columns: Columns,
+    /// In accuracy points (0.5 = half a percentage point); `None` measures without guarding.
+    pub max_drop: Option<f64>,
+}
+
+/// f32 against int8 on the same examples, both through the runtime.
+#[derive(Debug, Clone)]
+pub struct EvalReport {
+    pub f32: Evaluation,
+    pub int8: Evaluation,
+    /// Share of examples where both gave the same label.
+    pub agreement: f64,
+}
+
+impl EvalReport {
+    /// Accuracy lost by int8, in points.
+    pub fn drop_points(&self) -> f64 {
+        100.0 * (self.f32.accuracy - self.int8.accuracy)
+    }
 }
 
 /// What a quantization job did.
@@ -30,6 +59,7 @@ pub struct DynamicSummary {
     pub f32_bytes: usize,
     pub int8_bytes: usize,
     pub tensors: Vec<TensorReport>,
+    pub eval: Option<EvalReport>,
 }
 
 impl DynamicSummary {
@@ -40,6 +70,21 @@ impl DynamicSummary {
             s.push_str(&format!(
                 "| `{}` | `{}` | {:?} | {} | {} | {:.1} |\n",
                 t.node, t.weight, t.shape, t.f32_bytes, t.int8_bytes, t.sqnr_db
+            ));
+        }
+        if let Some(e) = &self.eval {
+            s.push_str(&format!(
+                "\n| model | examples | accuracy | macro-F1 |\n|---|---|---|---|\n\
+                 | f32 | {} | {:.2}% | {:.4} |\n| int8 | {} | {:.2}% | {:.4} |\n\n\
+                 Agreement of f32 and int8 labels: {:.2}%; accuracy drop {:.2} points.\n",
+                e.f32.examples,
+                100.0 * e.f32.accuracy,
+                e.f32.macro_f1,
+                e.int8.examples,
+                100.0 * e.int8.accuracy,
+                e.int8.macro_f1,
+                100.0 * e.agreement,
+                e.drop_points()
             ));
         }
         s.push_str(&format!(
@@ -57,73 +102,143 @@ fn is_bundle(p: &Path) -> bool {
 }
 
 /// Quantizes `job.input` dynamically and writes `job.output` (bundle or ONNX, by extension).
-/// The result is loaded by the runtime before anything is written.
+/// The result is loaded by the runtime, and evaluated when asked, before anything is written;
+/// a model over the accuracy guard is not written at all.
 pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| ExportError::io(p, e));
-    let (mut bundle, f32_onnx) = if is_bundle(&job.input) {
-        let b = Bundle::read(&job.input)?;
-        let onnx = b.onnx.clone();
-        (Some(b), onnx)
+    // The f32 model as a bundle when we can make one (needed for a bundle output or evaluation).
+    let f32_bundle = if is_bundle(&job.input) {
+        Some(Bundle::read(&job.input)?)
+    } else if let (Some(tokenizer), Some(labels)) = (&job.tokenizer, &job.labels) {
+        Some(edgebert_runtime::pack(
+            read(&job.input)?,
+            read(tokenizer)?,
+            labels.clone(),
+            job.max_len,
+            "classification",
+        )?)
     } else {
-        (None, read(&job.input)?)
+        None
+    };
+    let f32_onnx = match &f32_bundle {
+        Some(b) => b.onnx.clone(),
+        None => read(&job.input)?,
     };
     let proto = onnx::decode(&f32_onnx).map_err(|e| {
         edgebert_runtime::Error::from(edgebert_runtime::ModelError::NotOnnx(e.to_string()))
     })?;
     let (int8, tensors) = quantize_dynamic(&proto, &job.options)?;
     let int8_onnx = onnx::encode(&int8);
-    let summary = DynamicSummary {
+    let mut summary = DynamicSummary {
         f32_bytes: f32_onnx.len(),
         int8_bytes: int8_onnx.len(),
         tensors,
+        eval: None,
     };
+
+    let needs_bundle = is_bundle(&job.output) || job.eval.is_some();
+    let int8_bundle = match (&f32_bundle, needs_bundle) {
+        (Some(f32_bundle), _) => {
+            let mut b = f32_bundle.clone();
+            b.onnx = int8_onnx.clone();
+            let p = &mut b.manifest.provenance;
+            b.manifest.quantization = Quantization::DynamicInt8;
+            p.created_by = "edgebert-quantize dynamic".into();
+            p.tool_version = env!("CARGO_PKG_VERSION").into();
+            set_metric(&mut p.metrics, "onnx_f32_bytes", summary.f32_bytes as f64);
+            set_metric(&mut p.metrics, "onnx_int8_bytes", summary.int8_bytes as f64);
+            // Never write a model the device cannot run.
+            Classifier::from_bundle(&b, ClassifierOptions::default())?;
+            Some(b)
+        }
+        (None, true) => return Err(ExportError::Usage(
+            "an ONNX input needs --tokenizer and --labels to be written as a bundle or evaluated"
+                .into(),
+        )),
+        (None, false) => {
+            edgebert_runtime::engine::Engine::load(&int8_onnx, 1)
+                .map_err(edgebert_runtime::Error::from)?;
+            None
+        }
+    };
+
+    if let (Some(spec), Some(f32_bundle), Some(int8_bundle)) =
+        (&job.eval, &f32_bundle, &int8_bundle)
+    {
+        let report = evaluate_pair(spec, f32_bundle, int8_bundle)?;
+        let drop = report.drop_points();
+        summary.eval = Some(report.clone());
+        if let Some(max) = spec.max_drop {
+            if drop > max {
+                return Err(ExportError::AccuracyDrop {
+                    f32: 100.0 * report.f32.accuracy,
+                    int8: 100.0 * report.int8.accuracy,
+                    drop,
+                    max,
+                });
+            }
+        }
+    }
 
     let mut inputs: Vec<&Path> = vec![&job.input];
     inputs.extend(job.tokenizer.as_deref());
-    if is_bundle(&job.output) {
-        let mut b = match bundle.take() {
-            Some(b) => b,
-            None => {
-                let (Some(tokenizer), Some(labels)) = (&job.tokenizer, &job.labels) else {
-                    return Err(ExportError::Usage(
-                        "an ONNX input written as a bundle needs --tokenizer and --labels".into(),
-                    ));
-                };
-                edgebert_runtime::pack(
-                    Vec::new(),
-                    read(tokenizer)?,
-                    labels.clone(),
-                    job.max_len,
-                    "classification",
-                )?
+    if let Some(spec) = &job.eval {
+        inputs.push(&spec.data);
+    }
+    match int8_bundle {
+        Some(mut b) if is_bundle(&job.output) => {
+            if let Some(e) = &summary.eval {
+                let m = &mut b.manifest.provenance.metrics;
+                set_metric(m, "f32_accuracy", e.f32.accuracy);
+                set_metric(m, "int8_accuracy", e.int8.accuracy);
+                set_metric(m, "f32_macro_f1", e.f32.macro_f1);
+                set_metric(m, "int8_macro_f1", e.int8.macro_f1);
+                set_metric(m, "f32_int8_agreement", e.agreement);
+                set_metric(m, "eval_examples", e.f32.examples as f64);
             }
-        };
-        b.onnx = int8_onnx.clone();
-        b.manifest.quantization = Quantization::DynamicInt8;
-        b.manifest.provenance.created_by = "edgebert-quantize dynamic".into();
-        b.manifest.provenance.tool_version = env!("CARGO_PKG_VERSION").into();
-        b.manifest
-            .provenance
-            .metrics
-            .retain(|m| m.name != "onnx_f32_bytes" && m.name != "onnx_int8_bytes");
-        b.manifest.provenance.metrics.push(Metric {
-            name: "onnx_f32_bytes".into(),
-            value: summary.f32_bytes as f64,
-        });
-        b.manifest.provenance.metrics.push(Metric {
-            name: "onnx_int8_bytes".into(),
-            value: summary.int8_bytes as f64,
-        });
-        // Never write a bundle the device cannot run.
-        Classifier::from_bundle(&b, ClassifierOptions::default())?;
-        b.write(&job.output, &inputs)?;
-    } else {
-        edgebert_runtime::engine::Engine::load(&int8_onnx, 1)
-            .map_err(edgebert_runtime::Error::from)?;
-        edgebert_runtime::fsutil::write_atomic(&job.output, &int8_onnx, &inputs)?;
+            b.write(&job.output, &inputs)?;
+        }
+        _ => edgebert_runtime::fsutil::write_atomic(&job.output, &int8_onnx, &inputs)?,
     }
     if let Some(path) = &job.onnx_out {
         edgebert_runtime::fsutil::write_atomic(path, &int8_onnx, &inputs)?;
     }
     Ok(summary)
+}
+
+fn set_metric(metrics: &mut Vec<Metric>, name: &str, value: f64) {
+    metrics.retain(|m| m.name != name);
+    metrics.push(Metric {
+        name: name.into(),
+        value,
+    });
+}
+
+fn evaluate_pair(
+    spec: &EvalSpec,
+    f32_bundle: &Bundle,
+    int8_bundle: &Bundle,
+) -> Result<EvalReport, ExportError> {
+    let examples = read_examples(&spec.data, &spec.columns, &f32_bundle.manifest.labels)?;
+    let run = |bundle: &Bundle, name: &str| -> Result<Evaluation, ExportError> {
+        let mut classifier = Classifier::from_bundle(bundle, ClassifierOptions::default())?;
+        let bar = indicatif::ProgressBar::new(examples.len() as u64).with_message(name.to_string());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:>5} {bar:40} {pos}/{len} {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let e = evaluate(&mut classifier, &examples, &bar)?;
+        bar.finish_and_clear();
+        Ok(e)
+    };
+    let f32 = run(f32_bundle, "f32")?;
+    let int8 = run(int8_bundle, "int8")?;
+    let agreement = agreement(&f32.predictions, &int8.predictions);
+    Ok(EvalReport {
+        f32,
+        int8,
+        agreement,
+    })
 }

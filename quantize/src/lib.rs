@@ -5,8 +5,10 @@
 //! Depends on `edgebert-runtime` (bundle format, tract inference) and never the other way round.
 
 pub mod checkpoint;
+pub mod data;
 pub mod dynamic;
 pub mod error;
+pub mod eval;
 pub mod export;
 pub mod job;
 pub mod onnx;

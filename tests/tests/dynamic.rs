@@ -165,3 +165,128 @@ fn a_graph_with_nothing_to_quantize_is_an_error() {
         Err(QuantizeError::NothingToQuantize)
     ));
 }
+
+mod guard {
+    use super::*;
+    use edgebert_quantize::data::Columns;
+    use edgebert_quantize::job::{dynamic_to_file, DynamicJob, EvalSpec};
+    use edgebert_quantize::ExportError;
+    use edgebert_runtime::Bundle;
+
+    const WORDS: &[&str] = &[
+        "good", "bad", "great", "awful", "boring", "fun", "movie", "plot", "not", "very",
+    ];
+
+    /// Texts labelled with the f32 model's own answers: f32 accuracy is exactly 100%.
+    fn eval_data(m: &TinyModel) -> std::path::PathBuf {
+        let mut f32_model = Classifier::open(&m.bundle, ClassifierOptions::default()).unwrap();
+        let mut lines = vec!["text,label".to_string()];
+        for i in 0..60 {
+            let text: Vec<&str> = (0..1 + i % 7)
+                .map(|j| WORDS[(i * 7 + j * 3) % WORDS.len()])
+                .collect();
+            let text = text.join(" ");
+            let label = f32_model.classify(&text).unwrap().label;
+            lines.push(format!("{text},{label}"));
+        }
+        let path = m.path("eval.csv");
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        path
+    }
+
+    fn job(m: &TinyModel, out: &str, max_drop: Option<f64>) -> DynamicJob {
+        DynamicJob {
+            input: m.bundle.clone(),
+            output: m.path(out),
+            onnx_out: None,
+            tokenizer: None,
+            labels: None,
+            max_len: 64,
+            options: DynamicOptions::default(),
+            eval: Some(EvalSpec {
+                data: eval_data(m),
+                columns: Columns::default(),
+                max_drop,
+            }),
+        }
+    }
+
+    #[test]
+    fn evaluation_is_recorded_in_the_bundle() {
+        let m = TinyModel::new();
+        let summary = dynamic_to_file(&job(&m, "int8.ebm", Some(50.0))).unwrap();
+        let e = summary.eval.unwrap();
+        assert_eq!(e.f32.accuracy, 1.0);
+        assert_eq!(e.f32.examples, 60);
+        assert!(e.int8.accuracy > 0.8, "{}", e.int8.accuracy);
+        assert!(
+            (e.agreement - e.int8.accuracy).abs() < 1e-12,
+            "labels are f32's answers"
+        );
+        eprintln!(
+            "tiny int8: accuracy {:.3}, drop {:.2} points",
+            e.int8.accuracy,
+            e.drop_points()
+        );
+        let b = Bundle::read(m.path("int8.ebm")).unwrap();
+        let metric = |n: &str| {
+            b.manifest
+                .provenance
+                .metrics
+                .iter()
+                .find(|x| x.name == n)
+                .map(|x| x.value)
+        };
+        assert_eq!(metric("f32_accuracy"), Some(1.0));
+        assert_eq!(metric("int8_accuracy"), Some(e.int8.accuracy));
+        assert_eq!(metric("eval_examples"), Some(60.0));
+    }
+
+    #[test]
+    fn over_the_guard_nothing_is_written() {
+        let m = TinyModel::new();
+        let err = dynamic_to_file(&job(&m, "int8.ebm", Some(-1.0))).unwrap_err();
+        assert!(
+            matches!(err, ExportError::AccuracyDrop { max, .. } if max == -1.0),
+            "{err}"
+        );
+        assert!(!m.path("int8.ebm").exists());
+        let out = std::process::Command::new(edgebert_tests::workspace_bin("edgebert-quantize"))
+            .args([
+                "dynamic",
+                m.bundle.to_str().unwrap(),
+                "-o",
+                m.path("cli.ebm").to_str().unwrap(),
+            ])
+            .args([
+                "--eval",
+                m.path("eval.csv").to_str().unwrap(),
+                "--max-drop=-1",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!m.path("cli.ebm").exists());
+    }
+
+    #[test]
+    fn eval_labels_that_are_not_the_models_are_refused() {
+        let m = TinyModel::new();
+        let data = m.path("bad.csv");
+        std::fs::write(&data, "text,label\ngood movie,fresh\n").unwrap();
+        let mut j = job(&m, "int8.ebm", None);
+        j.eval.as_mut().unwrap().data = data;
+        let err = dynamic_to_file(&j).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`fresh` is not one of the model's labels"),
+            "{err}"
+        );
+        assert!(!m.path("int8.ebm").exists());
+    }
+}

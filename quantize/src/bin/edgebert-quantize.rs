@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use edgebert_quantize::data::Columns;
 use edgebert_quantize::dynamic::DynamicOptions;
-use edgebert_quantize::job::{dynamic_to_file, DynamicJob};
+use edgebert_quantize::job::{dynamic_to_file, DynamicJob, EvalSpec};
 use edgebert_quantize::ExportError;
 use edgebert_runtime::cli::LabelSource;
 use edgebert_runtime::cli::{exit, exit_code};
@@ -22,6 +23,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Export a HF BERT checkpoint directory (config.json, model.safetensors, tokenizer.json) with
@@ -60,11 +63,26 @@ enum Command {
         /// Keep the word-embedding table in f32.
         #[arg(long)]
         keep_embeddings_f32: bool,
-        /// Write the per-tensor table as Markdown here.
+        /// Write the per-tensor table (and the evaluation) as Markdown here.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Labelled data (CSV, TSV or JSON lines) to measure f32 and int8 accuracy on.
+        #[arg(long)]
+        eval: Option<PathBuf>,
+        /// Column with the text in --eval data.
+        #[arg(long, default_value = "text")]
+        text_column: String,
+        /// Column with the label in --eval data (label names or ids).
+        #[arg(long, default_value = "label")]
+        label_column: String,
+        /// Largest accuracy drop accepted, in points; above it nothing is written (exit 4).
+        #[arg(long, requires = "eval", allow_negative_numbers = true)]
+        max_drop: Option<f64>,
     },
 }
+
+/// Exit code when the int8 model lost more accuracy than --max-drop allows.
+const ACCURACY_GUARD: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -94,11 +112,23 @@ fn main() -> ExitCode {
             keep_f32,
             keep_embeddings_f32,
             report,
+            eval,
+            text_column,
+            label_column,
+            max_drop,
         } => {
             let options = DynamicOptions {
                 keep_f32,
                 keep_embeddings_f32,
             };
+            let eval = eval.map(|data| EvalSpec {
+                data,
+                columns: Columns {
+                    text: text_column,
+                    label: label_column,
+                },
+                max_drop,
+            });
             let job = DynamicJob {
                 input,
                 output,
@@ -107,6 +137,7 @@ fn main() -> ExitCode {
                 labels: None,
                 max_len,
                 options,
+                eval,
             };
             dynamic(job, labels, report)
         }
@@ -121,6 +152,7 @@ fn main() -> ExitCode {
             ExitCode::from(match &e {
                 ExportError::Runtime(inner) => exit_code(inner),
                 ExportError::Usage(_) => exit::USAGE,
+                ExportError::AccuracyDrop { .. } => ACCURACY_GUARD,
                 ExportError::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => {
                     exit::FAILURE
                 }
