@@ -8,6 +8,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 use tract_onnx::tract_hir::infer::{GenericFactoid, ShapeFactoid};
 
+use crate::contain::caught;
 use crate::error::ModelError;
 use crate::text::Encoded;
 
@@ -102,25 +103,6 @@ fn tract_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Tract(format!("{e:#}"))
 }
 
-/// Runs tract code, turning a panic inside tract into an error message. tract trusts some ONNX
-/// attributes without checking them (fuzzing found a `Transpose` whose `perm` names an axis beyond
-/// the rank indexing out of bounds in tract-hir 0.23.9, `ops/array/permute_axes.rs`); a crafted or
-/// corrupt graph must give an error, never take the process down.
-fn guarded<T>(f: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(format!("tract failed on this graph: {msg}"))
-        }
-    }
-}
-
 impl Engine {
     /// Parses and checks an ONNX graph: operators tract implements, the HF input names, a
     /// `[batch, n]` logits output. `threads` > 1 runs matrix products on that many threads.
@@ -185,7 +167,7 @@ impl Engine {
             .ok_or(ModelError::NoOutput)?;
         let embedding_rows = embedding_rows(graph);
 
-        let (decluttered, batch_sym, seq_sym) = guarded(|| {
+        let (decluttered, batch_sym, seq_sym) = caught(|| {
             let mut model = onnx.model_for_proto_model(&proto)?;
             let batch_sym = model.sym("batch");
             let seq_sym = model.sym("sequence");
@@ -198,7 +180,7 @@ impl Engine {
             }
             let output = model.output_outlets()?[output_ix];
             model.select_output_outlets(&[output])?;
-            Ok((model.into_typed()?.into_decluttered()?, batch_sym, seq_sym))
+            TractResult::Ok((model.into_typed()?.into_decluttered()?, batch_sym, seq_sym))
         })
         .map_err(ModelError::Tract)?;
 
@@ -254,7 +236,7 @@ impl Engine {
             (self.batch_sym.clone(), (batch as i64).to_dim()),
             (self.seq_sym.clone(), (len as i64).to_dim()),
         ]);
-        let state = guarded(|| {
+        let state = caught(|| {
             let plan = self
                 .decluttered
                 .set_symbols(&subs)?

@@ -2,6 +2,7 @@
 
 use tokenizers::{Tokenizer, TruncationParams};
 
+use crate::contain::caught;
 use crate::error::{InputError, ModelError};
 
 /// One text as token ids, before padding.
@@ -36,7 +37,7 @@ impl TextEncoder {
     /// Reads a tokenizer.json; the model's sequences are at most `max_len` tokens.
     pub fn from_json(json: &[u8], max_len: usize) -> Result<TextEncoder, ModelError> {
         let mut tokenizer =
-            Tokenizer::from_bytes(json).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            caught(|| Tokenizer::from_bytes(json)).map_err(ModelError::Tokenizer)?;
         let (pad_id, pad_token) = match tokenizer.get_padding() {
             Some(p) => (p.pad_id, p.pad_token.clone()),
             None => ["[PAD]", "<pad>"]

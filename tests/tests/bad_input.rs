@@ -344,7 +344,28 @@ fn a_graph_that_makes_tract_panic_is_an_error_not_a_crash() {
     });
     let err = parts(&m, &onnx, &["negative", "positive"]).unwrap_err();
     assert!(
-        matches!(&err, Error::Model(ModelError::Tract(msg)) if msg.contains("tract failed")),
+        matches!(&err, Error::Model(ModelError::Tract(msg)) if msg.contains("rejected by the parser")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_tokenizer_that_makes_tokenizers_panic_is_an_error_not_a_crash() {
+    // Found by fuzzing: tokenizers 0.22.2 unwraps the error of a malformed decoder object.
+    let m = TinyModel::new();
+    let json = std::fs::read_to_string(m.tokenizer()).unwrap();
+    let broken = json.replacen("\"decoder\":{", "\"decoder\":{&", 1);
+    assert_ne!(broken, json);
+    let err = Classifier::from_parts(
+        std::fs::read(&m.onnx).unwrap(),
+        broken.into_bytes(),
+        vec!["negative".into(), "positive".into()],
+        64,
+        opts(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Model(ModelError::Tokenizer(_))),
         "{err}"
     );
 }
