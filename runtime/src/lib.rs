@@ -12,7 +12,7 @@ pub mod bench;
 pub mod bundle;
 pub mod classifier;
 pub mod cli;
-mod contain;
+pub mod contain;
 pub mod engine;
 pub mod error;
 pub mod fsutil;

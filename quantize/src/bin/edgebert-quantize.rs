@@ -85,6 +85,7 @@ enum Command {
 const ACCURACY_GUARD: u8 = 4;
 
 fn main() -> ExitCode {
+    edgebert_runtime::contain::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

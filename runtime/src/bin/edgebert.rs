@@ -142,6 +142,7 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
+    edgebert_runtime::contain::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
