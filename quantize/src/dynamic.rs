@@ -62,6 +62,33 @@ pub struct TensorReport {
     pub sqnr_db: f64,
 }
 
+impl TensorReport {
+    /// Compares `data` with its quantized form `q`, element `i` scaled by `scales[scale_of(i)]`.
+    fn new(
+        node: &str,
+        weight: &str,
+        shape: [usize; 2],
+        data: &[f32],
+        q: &[i8],
+        scales: &[f32],
+        scale_of: impl Fn(usize) -> usize,
+    ) -> TensorReport {
+        let approx: Vec<f32> = q
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| f32::from(v) * scales[scale_of(i)])
+            .collect();
+        TensorReport {
+            node: node.to_string(),
+            weight: weight.to_string(),
+            shape: shape.to_vec(),
+            f32_bytes: data.len() * 4,
+            int8_bytes: q.len() + scales.len() * 4,
+            sqnr_db: sqnr_db(data, &approx),
+        }
+    }
+}
+
 /// Symmetric int8 quantization of `values` with one scale: `(q, scale)`.
 pub fn quantize_symmetric(values: impl Iterator<Item = f32> + Clone) -> (Vec<i8>, f32) {
     let max = values.clone().fold(0f32, |m, v| m.max(v.abs()));
@@ -191,17 +218,15 @@ pub fn quantize_dynamic(
                 }
                 scales[c] = s;
             }
-            let approx: Vec<f32> = (0..k * cols)
-                .map(|i| f32::from(q[i]) * scales[i % cols])
-                .collect();
-            reports.push(TensorReport {
-                node: n.name.clone(),
-                weight: w.clone(),
-                shape: vec![k, cols],
-                f32_bytes: data.len() * 4,
-                int8_bytes: q.len() + scales.len() * 4,
-                sqnr_db: sqnr_db(&data, &approx),
-            });
+            reports.push(TensorReport::new(
+                &n.name,
+                &w,
+                [k, cols],
+                &data,
+                &q,
+                &scales,
+                |i| i % cols,
+            ));
             let (wq, ws, wz) = (
                 format!("{w}_quantized"),
                 format!("{w}_scale"),
@@ -280,17 +305,15 @@ pub fn quantize_dynamic(
                 q.extend(row);
                 scales.push(s);
             }
-            let approx: Vec<f32> = (0..rows * cols)
-                .map(|i| f32::from(q[i]) * scales[i / cols])
-                .collect();
-            reports.push(TensorReport {
-                node: n.name.clone(),
-                weight: table.clone(),
-                shape: vec![rows, cols],
-                f32_bytes: data.len() * 4,
-                int8_bytes: q.len() + scales.len() * 4,
-                sqnr_db: sqnr_db(&data, &approx),
-            });
+            reports.push(TensorReport::new(
+                &n.name,
+                &table,
+                [rows, cols],
+                &data,
+                &q,
+                &scales,
+                |i| i / cols,
+            ));
             // Scales stored [rows, 1] so the gathered scale broadcasts over the hidden axis.
             let (tq, ts) = (format!("{table}_quantized"), format!("{table}_row_scale"));
             new_inits.push(tensor(

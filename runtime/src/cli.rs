@@ -29,6 +29,21 @@ pub fn exit_code(e: &Error) -> u8 {
     }
 }
 
+/// Parses the command line; on failure prints clap's message and gives the exit code: 0 for
+/// `--help`/`--version`, [`exit::USAGE`] otherwise (clap's own default would be 2, which means bad
+/// input here).
+#[cfg(feature = "cli")]
+pub fn parse_args<P: clap::Parser>() -> Result<P, u8> {
+    P::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            exit::USAGE
+        } else {
+            exit::OK
+        }
+    })
+}
+
 /// Where a model comes from: a bundle, or a plain ONNX file with a tokenizer and labels.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {

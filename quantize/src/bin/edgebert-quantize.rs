@@ -10,7 +10,7 @@ use edgebert_quantize::dynamic::DynamicOptions;
 use edgebert_quantize::job::{dynamic_to_file, DynamicJob, EvalSpec};
 use edgebert_quantize::ExportError;
 use edgebert_runtime::cli::LabelSource;
-use edgebert_runtime::cli::{exit, exit_code};
+use edgebert_runtime::cli::{exit, exit_code, parse_args};
 
 #[derive(Parser)]
 #[command(
@@ -86,16 +86,9 @@ const ACCURACY_GUARD: u8 = 4;
 
 fn main() -> ExitCode {
     edgebert_runtime::contain::install_panic_hook();
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match parse_args() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
-        }
+        Err(code) => return ExitCode::from(code),
     };
     let result = match cli.command {
         Command::Export {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use edgebert_runtime::cli::{exit, exit_code, LabelSource, ModelSource};
+use edgebert_runtime::cli::{exit, exit_code, parse_args, LabelSource, ModelSource};
 use edgebert_runtime::serve::{self, LineStatus};
 use edgebert_runtime::{bench, Bundle, Classifier, ClassifierOptions, Error};
 use serde_json::json;
@@ -143,16 +143,9 @@ impl Failure {
 
 fn main() -> ExitCode {
     edgebert_runtime::contain::install_panic_hook();
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match parse_args() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
-        }
+        Err(code) => return ExitCode::from(code),
     };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
