@@ -28,6 +28,7 @@ fn usage_errors_exit_one() {
         &["classify"],
         &["classify", "--top-k", "x"],
         &["serve", "--tokenizer", "t.json"],
+        &["classify", "--model", "m.onnx", "x"],
     ] {
         let out = edgebert(args);
         assert_eq!(

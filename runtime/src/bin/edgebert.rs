@@ -295,6 +295,9 @@ fn model_source(args: ModelArgs) -> Result<ModelSource, Failure> {
             labels: LabelSource::parse(&labels),
             max_len: args.max_len,
         }),
+        (None, None) if model.extension().is_some_and(|e| e == "onnx") => Err(Failure::usage(
+            "a plain ONNX model needs --tokenizer tokenizer.json and --labels a,b",
+        )),
         (None, None) => Ok(ModelSource::Bundle(model)),
         _ => Err(Failure::usage(
             "a plain ONNX model needs both --tokenizer and --labels",
