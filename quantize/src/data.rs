@@ -62,18 +62,11 @@ pub fn read_examples(
     columns: &Columns,
     labels: &[String],
 ) -> Result<Vec<Example>, DataError> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let rows = match ext.as_str() {
-        "jsonl" | "json" => read_jsonl(path, columns)?,
-        "tsv" => read_delimited(path, columns, b'\t')?,
-        _ => read_delimited(path, columns, b',')?,
-    };
+    let rows = read_table(path, &[&columns.text, &columns.label])?;
     let mut out = Vec::with_capacity(rows.len());
-    for (line, text, label) in rows {
+    for Record { line, mut fields } in rows {
+        let label = fields.pop().unwrap_or_default();
+        let text = fields.pop().unwrap_or_default();
         let index = labels
             .iter()
             .position(|l| *l == label)
@@ -92,9 +85,29 @@ pub fn read_examples(
     Ok(out)
 }
 
-type Row = (usize, String, String);
+/// One row of a table: its line number (1-based, header included) and the asked-for fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub line: usize,
+    pub fields: Vec<String>,
+}
 
-fn read_delimited(path: &Path, columns: &Columns, delimiter: u8) -> Result<Vec<Row>, DataError> {
+/// Reads the named columns of every row of a CSV/TSV/JSON-lines file (format by extension:
+/// `.tsv`, `.jsonl`/`.json`, anything else CSV). Numbers in JSON become their decimal text.
+pub fn read_table(path: &Path, columns: &[&str]) -> Result<Vec<Record>, DataError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "jsonl" | "json" => read_jsonl(path, columns),
+        "tsv" => read_delimited(path, columns, b'\t'),
+        _ => read_delimited(path, columns, b','),
+    }
+}
+
+fn read_delimited(path: &Path, columns: &[&str], delimiter: u8) -> Result<Vec<Record>, DataError> {
     let parse = |message: String| DataError::Parse {
         path: path.into(),
         message,
@@ -120,17 +133,25 @@ fn read_delimited(path: &Path, columns: &Columns, delimiter: u8) -> Result<Vec<R
                 found: headers.iter().map(String::from).collect(),
             })
     };
-    let (t, l) = (find(&columns.text)?, find(&columns.label)?);
+    let ix = columns
+        .iter()
+        .map(|c| find(c))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let record = record.map_err(|e| parse(e.to_string()))?;
-        let get = |ix: usize| record.get(ix).unwrap_or("").to_string();
-        rows.push((i + 2, get(t), get(l)));
+        rows.push(Record {
+            line: i + 2,
+            fields: ix
+                .iter()
+                .map(|&j| record.get(j).unwrap_or("").to_string())
+                .collect(),
+        });
     }
     Ok(rows)
 }
 
-fn read_jsonl(path: &Path, columns: &Columns) -> Result<Vec<Row>, DataError> {
+fn read_jsonl(path: &Path, columns: &[&str]) -> Result<Vec<Record>, DataError> {
     let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
         path: path.into(),
         source,
@@ -159,7 +180,13 @@ fn read_jsonl(path: &Path, columns: &Columns) -> Result<Vec<Row>, DataError> {
                 }),
             }
         };
-        rows.push((i + 1, field(&columns.text)?, field(&columns.label)?));
+        rows.push(Record {
+            line: i + 1,
+            fields: columns
+                .iter()
+                .map(|c| field(c))
+                .collect::<Result<_, _>>()?,
+        });
     }
     Ok(rows)
 }

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod export;
 pub mod job;
 pub mod onnx;
+pub mod plot;
 
 pub use checkpoint::{BertConfig, Checkpoint};
 pub use error::ExportError;

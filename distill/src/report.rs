@@ -1,0 +1,136 @@
+//! What a run leaves behind for people: training curves (PNG/SVG) and a Markdown report.
+
+use std::path::Path;
+
+use edgebert_quantize::plot::{write_charts, Chart, Series};
+
+use crate::error::{DistillError, Result};
+use crate::eval::Scores;
+use crate::train::{Job, Kind, Outcome};
+
+/// `training.png` / `training.svg`: training loss by step, dev accuracy by epoch.
+pub fn training_curves(dir: &Path, records: &[serde_json::Value], kind: &str) -> Result<()> {
+    let points = |x: &str, y: &str| -> Vec<(f64, f64)> {
+        records
+            .iter()
+            .filter_map(|r| Some((r.get(x)?.as_f64()?, r.get(y)?.as_f64()?)))
+            .collect()
+    };
+    let dev: Vec<(f64, f64)> = points("epoch", "dev_accuracy")
+        .into_iter()
+        .map(|(e, a)| (e, a * 100.0))
+        .collect();
+    let charts = [
+        Chart {
+            title: format!("{kind}: training loss"),
+            x_label: "step".into(),
+            y_label: "loss (mean over the last steps)".into(),
+            series: vec![Series {
+                name: "train".into(),
+                points: points("step", "loss"),
+            }],
+            ..Default::default()
+        },
+        Chart {
+            title: format!("{kind}: dev accuracy"),
+            x_label: "epoch".into(),
+            y_label: "accuracy (%)".into(),
+            series: vec![Series {
+                name: "dev".into(),
+                points: dev,
+            }],
+            ..Default::default()
+        },
+    ];
+    write_charts(&dir.join("training"), &charts).map_err(|e| DistillError::Plot {
+        path: e.path,
+        message: e.message,
+    })?;
+    Ok(())
+}
+
+fn pct(s: &Scores) -> String {
+    format!(
+        "{:.2}% ± {:.2} | {:.4} | {}",
+        s.accuracy * 100.0,
+        s.ci95_points(),
+        s.macro_f1,
+        s.examples
+    )
+}
+
+/// The Markdown report of a finished run.
+pub fn training_report(job: &Job, out: &Outcome, records: &[serde_json::Value]) -> String {
+    let m = &job.model;
+    let c = &m.config;
+    let s = &job.settings;
+    let mut r = String::new();
+    let kind = match &job.kind {
+        Kind::Teacher => "Teacher fine-tuning".to_string(),
+        Kind::Student { layers, .. } => format!("Student distillation (teacher layers {layers:?})"),
+    };
+    r.push_str(&format!("# {kind}\n\n"));
+    r.push_str(&format!("- From: `{}`\n", job.source));
+    r.push_str(&format!(
+        "- Model: {} layers, hidden {}, {} heads, {} parameters ({:.1} MB as f32)\n",
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.num_attention_heads,
+        m.parameter_count(),
+        m.parameter_count() as f64 * 4.0 / 1e6
+    ));
+    r.push_str(&format!("- Labels: {}\n", m.labels.join(", ")));
+    r.push_str(&format!(
+        "- Data: {} train / {} dev / {} test examples\n",
+        job.data.train.len(),
+        job.data.dev.len(),
+        job.data.test.len()
+    ));
+    r.push_str(&format!(
+        "- Settings: {} epochs (ran {}), batch {}, lr {:e}, warm-up {:.0}%, weight decay {}, clip {}, max length {}, seed {}\n",
+        s.epochs, out.epochs_run, s.batch_size, s.lr, s.warmup * 100.0, s.adamw.weight_decay, s.adamw.clip_norm, s.max_len, s.seed
+    ));
+    if let Kind::Student { loss, .. } = &job.kind {
+        r.push_str(&format!(
+            "- Loss: {}·KL·T² + {}·CE + {}·(1 − cos), T = {}\n",
+            loss.alpha, loss.beta, loss.gamma, loss.temperature
+        ));
+    }
+    r.push_str(&format!(
+        "- Time: {:.1} min, {} steps, {:.1} training examples/s\n\n",
+        out.seconds / 60.0,
+        out.steps,
+        out.examples_per_second
+    ));
+    r.push_str("## Accuracy\n\n| model | split | accuracy (95% CI) | macro-F1 | examples |\n|---|---|---|---|---|\n");
+    if let Some(t) = &out.teacher_test {
+        r.push_str(&format!("| teacher | test | {} |\n", pct(t)));
+    }
+    if let Some(d) = &out.dev {
+        r.push_str(&format!("| this model | dev | {} |\n", pct(d)));
+    }
+    if let Some(t) = &out.test {
+        r.push_str(&format!("| this model | test | {} |\n", pct(t)));
+        if let Some(teacher) = &out.teacher_test {
+            r.push_str(&format!(
+                "\nStudent / teacher test accuracy: {:.1}%.\n",
+                t.accuracy / teacher.accuracy.max(1e-9) * 100.0
+            ));
+        }
+        r.push_str("\nTest confusion matrix:\n\n");
+        r.push_str(&t.confusion_markdown(&m.labels));
+    }
+    let dev_by_epoch: Vec<String> = records
+        .iter()
+        .filter_map(|v| {
+            Some(format!(
+                "{}: {:.2}%",
+                v.get("epoch")?.as_f64()?,
+                v.get("dev_accuracy")?.as_f64()? * 100.0
+            ))
+        })
+        .collect();
+    r.push_str(&format!("\nDev accuracy by epoch: {}.\n\n", dev_by_epoch.join(", ")));
+    r.push_str("![training curves](training.png)\n");
+    r
+}
