@@ -258,7 +258,12 @@ pub fn tokenize(encoder: &TextEncoder, rows: &[Row]) -> Result<Vec<Tokens>> {
 /// Batches of example indices for one epoch: shuffled, then sorted by length inside windows of
 /// 50 batches and cut, then the batches shuffled, so a batch holds texts of similar length (little
 /// padding) while the order still changes every epoch. Deterministic in `(seed, epoch)`.
-pub fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+pub fn epoch_batches(
+    lengths: &[usize],
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
     let mut rng = Rng::derived(seed, "epoch", epoch as u64);
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     rng.shuffle(&mut order);
@@ -276,7 +281,10 @@ pub fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: usi
 pub fn eval_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| lengths[i]);
-    order.chunks(batch_size.max(1)).map(|c| c.to_vec()).collect()
+    order
+        .chunks(batch_size.max(1))
+        .map(|c| c.to_vec())
+        .collect()
 }
 
 #[cfg(test)]
@@ -300,17 +308,28 @@ mod tests {
         let mut spec = DataSpec::new(write(dir.path(), &body));
         spec.label_column = "category".into();
         spec.group_by = Some("movie".into());
-        spec.rename = vec![("fresh".into(), "positive".into()), ("rotten".into(), "negative".into())];
+        spec.rename = vec![
+            ("fresh".into(), "positive".into()),
+            ("rotten".into(), "negative".into()),
+        ];
         spec.drop = vec!["plot".into()];
         let s = load(&spec, None).unwrap();
         assert_eq!(s.labels, ["negative", "positive"]);
         assert_eq!(s.dropped, 133);
         assert_eq!(s.train.len() + s.dev.len() + s.test.len(), 267);
-        let groups = |rows: &[Row]| rows.iter().map(|r| r.group.clone()).collect::<BTreeSet<_>>();
+        let groups = |rows: &[Row]| {
+            rows.iter()
+                .map(|r| r.group.clone())
+                .collect::<BTreeSet<_>>()
+        };
         assert!(groups(&s.train).is_disjoint(&groups(&s.dev)));
         assert!(groups(&s.train).is_disjoint(&groups(&s.test)));
         assert!(groups(&s.dev).is_disjoint(&groups(&s.test)));
-        assert!(s.train.len() > 180 && !s.test.is_empty(), "{}", s.train.len());
+        assert!(
+            s.train.len() > 180 && !s.test.is_empty(),
+            "{}",
+            s.train.len()
+        );
         let again = load(&spec, None).unwrap();
         assert_eq!(again.dev, s.dev);
         spec.seed = 14;
@@ -320,14 +339,21 @@ mod tests {
     #[test]
     fn bad_data_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let err = |body: &str| load(&DataSpec::new(write(dir.path(), body)), None).unwrap_err().to_string();
+        let err = |body: &str| {
+            load(&DataSpec::new(write(dir.path(), body)), None)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err("text,label\n").contains("no examples"));
         assert!(err("text,label\na,x\nb,x\n").contains("one class"));
         assert!(err("text,label\na,x\n ,y\n").contains("line 3: row has no text"));
         assert!(err("words,label\na,x\n").contains("no column `text`"));
         let p = write(dir.path(), "text,label\na,maybe\nb,no\n");
         let labels = ["no".to_string(), "yes".to_string()];
-        assert!(load(&DataSpec::new(p), Some(&labels)).unwrap_err().to_string().contains("`maybe`"));
+        assert!(load(&DataSpec::new(p), Some(&labels))
+            .unwrap_err()
+            .to_string()
+            .contains("`maybe`"));
     }
 
     #[test]
@@ -348,7 +374,16 @@ mod tests {
                 })
                 .sum()
         };
-        let random: Vec<Vec<usize>> = (0..1000).collect::<Vec<_>>().chunks(16).map(|c| c.to_vec()).collect();
-        assert!(waste(&b) * 5 < waste(&random), "{} vs {}", waste(&b), waste(&random));
+        let random: Vec<Vec<usize>> = (0..1000)
+            .collect::<Vec<_>>()
+            .chunks(16)
+            .map(|c| c.to_vec())
+            .collect();
+        assert!(
+            waste(&b) * 5 < waste(&random),
+            "{} vs {}",
+            waste(&b),
+            waste(&random)
+        );
     }
 }

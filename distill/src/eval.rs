@@ -64,7 +64,12 @@ impl Scores {
 }
 
 /// Logits of every example, in input order (eval mode: no dropout).
-pub fn logits(model: &Bert, tokens: &[Tokens], batch_size: usize, progress: &indicatif::ProgressBar) -> Result<Vec<Vec<f32>>> {
+pub fn logits(
+    model: &Bert,
+    tokens: &[Tokens],
+    batch_size: usize,
+    progress: &indicatif::ProgressBar,
+) -> Result<Vec<Vec<f32>>> {
     let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
     let mut out = vec![Vec::new(); tokens.len()];
     let pad = pad_id(model);
@@ -83,12 +88,24 @@ pub fn logits(model: &Bert, tokens: &[Tokens], batch_size: usize, progress: &ind
 pub fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 {
+                (i, x)
+            } else {
+                best
+            }
+        })
         .0
 }
 
 /// Scores a candle model on tokenized examples.
-pub fn score(model: &Bert, tokens: &[Tokens], gold: &[usize], batch_size: usize, progress: &indicatif::ProgressBar) -> Result<Scores> {
+pub fn score(
+    model: &Bert,
+    tokens: &[Tokens],
+    gold: &[usize],
+    batch_size: usize,
+    progress: &indicatif::ProgressBar,
+) -> Result<Scores> {
     let preds: Vec<Option<usize>> = logits(model, tokens, batch_size, progress)?
         .iter()
         .map(|l| Some(argmax(l)))

@@ -51,7 +51,11 @@ pub struct TrainArgs {
 
 /// `finetune-teacher`: a classification head on the teacher, fine-tuned on the data. `labels`
 /// fixes the label order; by default the data's labels, sorted.
-pub fn finetune_teacher(teacher: &Path, labels: Option<Vec<String>>, args: TrainArgs) -> Result<Outcome> {
+pub fn finetune_teacher(
+    teacher: &Path,
+    labels: Option<Vec<String>>,
+    args: TrainArgs,
+) -> Result<Outcome> {
     let device = args.device.device()?;
     let ckpt = Checkpoint::open(teacher)?;
     let splits = data::load(&args.data, labels.as_deref())?;
@@ -74,10 +78,16 @@ pub fn finetune_teacher(teacher: &Path, labels: Option<Vec<String>>, args: Train
 
 /// `student`: the student made from the fine-tuned teacher's `layers` (default every other one),
 /// distilled on the data.
-pub fn distil_student(teacher: &Path, layers: Option<Vec<usize>>, loss: LossWeights, args: TrainArgs) -> Result<Outcome> {
+pub fn distil_student(
+    teacher: &Path,
+    layers: Option<Vec<usize>>,
+    loss: LossWeights,
+    args: TrainArgs,
+) -> Result<Outcome> {
     let device = args.device.device()?;
     let (teacher_model, tokenizer_json) = Bert::open(teacher, &device)?;
-    let layers = layers.unwrap_or_else(|| every_other_layer(teacher_model.config.num_hidden_layers));
+    let layers =
+        layers.unwrap_or_else(|| every_other_layer(teacher_model.config.num_hidden_layers));
     let student = teacher_model.student(&layers)?;
     let splits = data::load(&args.data, Some(&teacher_model.labels))?;
     let inputs = checkpoint_files(teacher, &args.data.path);
@@ -133,13 +143,19 @@ pub struct EvalModel {
 }
 
 /// `evaluate`: scores on the chosen rows; returns the labels and the scores.
-pub fn evaluate(model: &EvalModel, spec: &DataSpec, which: Which, device: DeviceChoice) -> Result<(Vec<String>, Scores)> {
+pub fn evaluate(
+    model: &EvalModel,
+    spec: &DataSpec,
+    which: Which,
+    device: DeviceChoice,
+) -> Result<(Vec<String>, Scores)> {
     let path = &model.path;
     if path.is_dir() {
         let (bert, tokenizer_json) = Bert::open(path, &device.device()?)?;
         let rows = pick(&data::load(spec, Some(&bert.labels))?, which);
-        let encoder = edgebert_runtime::text::TextEncoder::from_json(&tokenizer_json, model.max_len)
-            .map_err(edgebert_runtime::Error::from)?;
+        let encoder =
+            edgebert_runtime::text::TextEncoder::from_json(&tokenizer_json, model.max_len)
+                .map_err(edgebert_runtime::Error::from)?;
         let tokens = data::tokenize(&encoder, &rows)?;
         let gold: Vec<usize> = rows.iter().map(|r| r.label).collect();
         let bar = progress_bar(rows.len() as u64, "evaluating");
@@ -151,7 +167,10 @@ pub fn evaluate(model: &EvalModel, spec: &DataSpec, which: Which, device: Device
         let dir = path.parent().unwrap_or(Path::new("."));
         ModelSource::Parts {
             onnx: path.clone(),
-            tokenizer: model.tokenizer.clone().unwrap_or_else(|| dir.join("tokenizer.json")),
+            tokenizer: model
+                .tokenizer
+                .clone()
+                .unwrap_or_else(|| dir.join("tokenizer.json")),
             labels: LabelSource::parse(
                 model
                     .labels
@@ -177,7 +196,10 @@ pub fn evaluate(model: &EvalModel, spec: &DataSpec, which: Which, device: Device
     let e = edgebert_quantize::eval::evaluate(&mut classifier, &examples, &bar)?;
     bar.finish_and_clear();
     let gold: Vec<usize> = rows.iter().map(|r| r.label).collect();
-    Ok((labels.clone(), Scores::new(&gold, &e.predictions, labels.len())))
+    Ok((
+        labels.clone(),
+        Scores::new(&gold, &e.predictions, labels.len()),
+    ))
 }
 
 fn pick(s: &Splits, which: Which) -> Vec<Row> {
@@ -207,7 +229,9 @@ impl DistillError {
             | DistillError::BadShape { .. }
             | DistillError::TokenizerMismatch { .. } => exit::BAD_INPUT,
             DistillError::Runtime(e) => edgebert_runtime::cli::exit_code(e),
-            DistillError::Io { .. } | DistillError::Candle(_) | DistillError::Plot { .. } => exit::FAILURE,
+            DistillError::Io { .. } | DistillError::Candle(_) | DistillError::Plot { .. } => {
+                exit::FAILURE
+            }
         }
     }
 }

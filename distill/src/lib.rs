@@ -6,8 +6,8 @@
 
 pub mod data;
 pub mod error;
-pub mod jobs;
 pub mod eval;
+pub mod jobs;
 pub mod loss;
 pub mod model;
 pub mod optim;

@@ -51,7 +51,8 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 /// between hidden states `[batch, len, hidden]`.
 pub fn cosine(student: &Tensor, teacher: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let dot = (student * teacher)?.sum(D::Minus1)?;
-    let norms = (student.sqr()?.sum(D::Minus1)?.sqrt()? * teacher.sqr()?.sum(D::Minus1)?.sqrt()?)?;
+    let norms =
+        (student.sqr()?.sum(D::Minus1)?.sqrt()? * teacher.sqr()?.sum(D::Minus1)?.sqrt()?)?;
     let cos = (dot / (norms + 1e-8)?)?;
     let per_token = ((1.0 - cos)? * mask)?;
     Ok((per_token.sum_all()? / mask.sum_all()?)?)
@@ -87,11 +88,22 @@ mod tests {
         for (s, tt) in student.iter().zip(&teacher) {
             let ps = softmax(&s.map(|v| v / temp));
             let pt = softmax(&tt.map(|v| v / temp));
-            want += pt.iter().zip(&ps).map(|(p, q)| p * (p / q).ln()).sum::<f64>();
+            want += pt
+                .iter()
+                .zip(&ps)
+                .map(|(p, q)| p * (p / q).ln())
+                .sum::<f64>();
         }
         want = want / 2.0 * temp * temp;
         let flat = |a: &[[f64; 3]; 2]| a.iter().flatten().map(|&v| v as f32).collect::<Vec<_>>();
-        let got = scalar(kl_t2(&t(&flat(&student), &[2, 3]), &t(&flat(&teacher), &[2, 3]), temp).unwrap());
+        let got = scalar(
+            kl_t2(
+                &t(&flat(&student), &[2, 3]),
+                &t(&flat(&teacher), &[2, 3]),
+                temp,
+            )
+            .unwrap(),
+        );
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         // Same distributions: zero.
         let same = t(&flat(&student), &[2, 3]);

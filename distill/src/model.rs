@@ -17,8 +17,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var, D};
 use edgebert_quantize::checkpoint::{BertConfig, Checkpoint};
 use edgebert_quantize::export::MASK_VALUE;
-use edgebert_runtime::text::TextEncoder;
 use edgebert_runtime::fsutil::write_atomic;
+use edgebert_runtime::text::TextEncoder;
 
 use crate::error::{DistillError, Result};
 use crate::rng::Rng;
@@ -39,11 +39,8 @@ impl Batch {
     pub fn new(rows: &[(&[u32], &[u32])], pad: u32, device: &Device) -> Result<Batch> {
         let len = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
         let b = rows.len();
-        let (mut ids, mut types, mut mask) = (
-            vec![pad; b * len],
-            vec![0u32; b * len],
-            vec![0f32; b * len],
-        );
+        let (mut ids, mut types, mut mask) =
+            (vec![pad; b * len], vec![0u32; b * len], vec![0f32; b * len]);
         for (r, (row_ids, row_types)) in rows.iter().enumerate() {
             for (j, (&id, &t)) in row_ids.iter().zip(row_types.iter()).enumerate() {
                 ids[r * len + j] = id;
@@ -112,9 +109,18 @@ impl std::fmt::Debug for Bert {
 pub fn expected_shapes(cfg: &BertConfig, labels: usize) -> Vec<(String, Vec<usize>)> {
     let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
     let mut out = vec![
-        ("bert.embeddings.word_embeddings.weight".to_string(), vec![cfg.vocab_size, h]),
-        ("bert.embeddings.position_embeddings.weight".into(), vec![cfg.max_position_embeddings, h]),
-        ("bert.embeddings.token_type_embeddings.weight".into(), vec![cfg.type_vocab_size, h]),
+        (
+            "bert.embeddings.word_embeddings.weight".to_string(),
+            vec![cfg.vocab_size, h],
+        ),
+        (
+            "bert.embeddings.position_embeddings.weight".into(),
+            vec![cfg.max_position_embeddings, h],
+        ),
+        (
+            "bert.embeddings.token_type_embeddings.weight".into(),
+            vec![cfg.type_vocab_size, h],
+        ),
         ("bert.embeddings.LayerNorm.weight".into(), vec![h]),
         ("bert.embeddings.LayerNorm.bias".into(), vec![h]),
     ];
@@ -157,7 +163,10 @@ fn checkpoint_names(name: &str) -> Vec<String> {
         out.push(bare.to_string());
     }
     if name.contains("LayerNorm.") {
-        let old = |n: &str| n.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta");
+        let old = |n: &str| {
+            n.replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta")
+        };
         let more: Vec<String> = out.iter().map(|n| old(n)).collect();
         out.extend(more);
     }
@@ -377,7 +386,9 @@ impl Bert {
         let (heads, size) = (cfg.num_attention_heads, cfg.head_size());
         let p = format!("bert.encoder.layer.{layer}.");
         let split = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((b, l, heads, size))?.transpose(1, 2)?.contiguous()?)
+            Ok(t.reshape((b, l, heads, size))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
         let q = split(self.linear(x, &format!("{p}attention.self.query"))?)?;
         let k = split(self.linear(x, &format!("{p}attention.self.key"))?)?;
@@ -411,7 +422,10 @@ impl Bert {
         let dims = x.dims().to_vec();
         let inner = *dims.last().expect("linear input has an axis");
         let rows = x.elem_count() / inner;
-        let y = x.reshape((rows, inner))?.matmul(&w.t()?)?.broadcast_add(bias)?;
+        let y = x
+            .reshape((rows, inner))?
+            .matmul(&w.t()?)?
+            .broadcast_add(bias)?;
         let mut out = dims;
         *out.last_mut().expect("non-empty") = w.dim(0)?;
         Ok(y.reshape(out)?)
@@ -444,10 +458,12 @@ impl Bert {
         let weights = edgebert_quantize::checkpoint::read_safetensors(bytes)
             .map_err(|m| DistillError::Usage(format!("invalid safetensors: {m}")))?;
         for (name, var) in &self.params {
-            let w = weights.get(name).ok_or_else(|| DistillError::MissingTensor {
-                name: name.clone(),
-                expected: var.dims().to_vec(),
-            })?;
+            let w = weights
+                .get(name)
+                .ok_or_else(|| DistillError::MissingTensor {
+                    name: name.clone(),
+                    expected: var.dims().to_vec(),
+                })?;
             if w.shape != var.dims() {
                 return Err(DistillError::BadShape {
                     name: name.clone(),
@@ -521,7 +537,8 @@ pub(crate) fn safetensors_bytes(tensors: &[(String, Vec<usize>, Vec<u8>)]) -> Re
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| DistillError::Usage(format!("safetensors: {e}")))?;
-    safetensors::serialize(views, None).map_err(|e| DistillError::Usage(format!("safetensors: {e}")))
+    safetensors::serialize(views, None)
+        .map_err(|e| DistillError::Usage(format!("safetensors: {e}")))
 }
 
 /// Whether a tensor holds only finite values.

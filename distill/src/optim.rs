@@ -134,7 +134,11 @@ impl AdamW {
                 continue;
             };
             let update = Update {
-                decay: if slot.decay { c.weight_decay as f32 } else { 0.0 },
+                decay: if slot.decay {
+                    c.weight_decay as f32
+                } else {
+                    0.0
+                },
                 ..params
             };
             if slot.var.device().is_cpu() {
@@ -160,8 +164,16 @@ impl AdamW {
     pub fn state(&self) -> Vec<(String, Vec<usize>, &[f32])> {
         let mut out = Vec::with_capacity(self.slots.len() * 2);
         for s in &self.slots {
-            out.push((format!("{}.m", s.name), s.var.dims().to_vec(), s.m.as_slice()));
-            out.push((format!("{}.v", s.name), s.var.dims().to_vec(), s.v.as_slice()));
+            out.push((
+                format!("{}.m", s.name),
+                s.var.dims().to_vec(),
+                s.m.as_slice(),
+            ));
+            out.push((
+                format!("{}.v", s.name),
+                s.var.dims().to_vec(),
+                s.v.as_slice(),
+            ));
         }
         out
     }
@@ -174,7 +186,10 @@ impl AdamW {
     ) -> Result<()> {
         for s in &mut self.slots {
             let n = s.m.len();
-            let (m, v) = (get(&format!("{}.m", s.name), n), get(&format!("{}.v", s.name), n));
+            let (m, v) = (
+                get(&format!("{}.m", s.name), n),
+                get(&format!("{}.v", s.name), n),
+            );
             match (m, v) {
                 (Some(m), Some(v)) => {
                     s.m = m;
@@ -255,8 +270,12 @@ impl InplaceOp2 for InPlace<'_> {
         };
         let mut m = self.m.borrow_mut();
         let mut v = self.v.borrow_mut();
-        self.update
-            .apply(&mut w[w0..w1], &g[g0..g1], m.as_mut_slice(), v.as_mut_slice());
+        self.update.apply(
+            &mut w[w0..w1],
+            &g[g0..g1],
+            m.as_mut_slice(),
+            v.as_mut_slice(),
+        );
         Ok(())
     }
 }
@@ -282,7 +301,10 @@ mod tests {
         let (mut m, mut v) = (vec![0.0; 4], vec![0.0; 4]);
         let lr = 0.1;
         for t in 1..=3 {
-            let loss = ((var.as_tensor().sqr().unwrap() * 3.0).unwrap().sum_all().unwrap()
+            let loss = ((var.as_tensor().sqr().unwrap() * 3.0)
+                .unwrap()
+                .sum_all()
+                .unwrap()
                 + bias.as_tensor().sum_all().unwrap())
             .unwrap();
             opt.step(&loss.backward().unwrap(), lr).unwrap();

@@ -130,7 +130,10 @@ pub fn training_report(job: &Job, out: &Outcome, records: &[serde_json::Value]) 
             ))
         })
         .collect();
-    r.push_str(&format!("\nDev accuracy by epoch: {}.\n\n", dev_by_epoch.join(", ")));
+    r.push_str(&format!(
+        "\nDev accuracy by epoch: {}.\n\n",
+        dev_by_epoch.join(", ")
+    ));
     r.push_str("![training curves](training.png)\n");
     r
 }

@@ -184,7 +184,11 @@ pub fn run(job: Job) -> Result<Outcome> {
     let dev = crate::data::tokenize(&encoder, &job.data.dev)?;
     let test = crate::data::tokenize(&encoder, &job.data.test)?;
     let gold = |rows: &[crate::data::Row]| rows.iter().map(|r| r.label).collect::<Vec<_>>();
-    let (train_gold, dev_gold, test_gold) = (gold(&job.data.train), gold(&job.data.dev), gold(&job.data.test));
+    let (train_gold, dev_gold, test_gold) = (
+        gold(&job.data.train),
+        gold(&job.data.dev),
+        gold(&job.data.test),
+    );
     let fingerprint = fingerprint(&job, &train, &train_gold)?;
 
     // What is in the directory already?
@@ -231,9 +235,13 @@ pub fn run(job: Job) -> Result<Outcome> {
 
     // Soft targets: the teacher's logits, computed once and cached on disk.
     let teacher_logits = match &job.kind {
-        Kind::Student { teacher, loss, .. } if loss.alpha > 0.0 => {
-            Some(cached_teacher_logits(&rd, teacher, &train, s.eval_batch_size, fingerprint)?)
-        }
+        Kind::Student { teacher, loss, .. } if loss.alpha > 0.0 => Some(cached_teacher_logits(
+            &rd,
+            teacher,
+            &train,
+            s.eval_batch_size,
+            fingerprint,
+        )?),
         _ => None,
     };
 
@@ -241,10 +249,16 @@ pub fn run(job: Job) -> Result<Outcome> {
     let mut pos = match position {
         Some((pos, weights, moments)) => {
             job.model.load_safetensors(&weights)?;
-            let st = edgebert_quantize::checkpoint::read_safetensors(&moments)
-                .map_err(|m| DistillError::Resume { dir: job.dir.clone(), message: m })?;
+            let st = edgebert_quantize::checkpoint::read_safetensors(&moments).map_err(|m| {
+                DistillError::Resume {
+                    dir: job.dir.clone(),
+                    message: m,
+                }
+            })?;
             opt.restore(pos.step as u64, |name, n| {
-                st.get(name).filter(|w| w.data.len() == n).map(|w| w.data.clone())
+                st.get(name)
+                    .filter(|w| w.data.len() == n)
+                    .map(|w| w.data.clone())
             })?;
             truncate_lines(&rd.metrics(), pos.metrics_lines)?;
             eprintln!(
@@ -294,19 +308,33 @@ pub fn run(job: Job) -> Result<Outcome> {
             let out = job.model.forward(&batch, Some(&mut rng))?;
             let loss = match &job.kind {
                 Kind::Teacher => cross_entropy(&out.logits, &labels)?,
-                Kind::Student { teacher, layers, loss: w } => {
+                Kind::Student {
+                    teacher,
+                    layers,
+                    loss: w,
+                } => {
                     let mut total = (cross_entropy(&out.logits, &labels)? * w.beta)?;
                     if let Some(cache) = &teacher_logits {
-                        let rows: Vec<f32> = idx.iter().flat_map(|&i| cache[i].iter().copied()).collect();
-                        let t = Tensor::from_vec(rows, (idx.len(), job.model.labels.len()), job.model.device())?;
+                        let rows: Vec<f32> =
+                            idx.iter().flat_map(|&i| cache[i].iter().copied()).collect();
+                        let t = Tensor::from_vec(
+                            rows,
+                            (idx.len(), job.model.labels.len()),
+                            job.model.device(),
+                        )?;
                         total = (total + (kl_t2(&out.logits, &t, w.temperature)? * w.alpha)?)?;
                     }
                     if w.gamma > 0.0 {
                         let t_out = teacher.forward(&batch, None)?;
                         let targets = cosine_targets(layers, teacher.config.num_hidden_layers);
-                        let mut cos = Tensor::zeros((), candle_core::DType::F32, job.model.device())?;
+                        let mut cos =
+                            Tensor::zeros((), candle_core::DType::F32, job.model.device())?;
                         for (j, &t_layer) in targets.iter().enumerate() {
-                            let term = cosine(&out.hidden[j + 1], &t_out.hidden[t_layer + 1].detach(), &batch.mask)?;
+                            let term = cosine(
+                                &out.hidden[j + 1],
+                                &t_out.hidden[t_layer + 1].detach(),
+                                &batch.mask,
+                            )?;
                             cos = (cos + term)?;
                         }
                         total = (total + (cos * (w.gamma / targets.len() as f64))?)?;
@@ -329,9 +357,13 @@ pub fn run(job: Job) -> Result<Outcome> {
             pos.examples += idx.len();
             loss_sum += loss_value;
             loss_n += 1;
-            let rate = (pos.examples - session_start_examples) as f64 / session.elapsed().as_secs_f64().max(1e-9);
+            let rate = (pos.examples - session_start_examples) as f64
+                / session.elapsed().as_secs_f64().max(1e-9);
             bar.set_position(pos.step as u64);
-            bar.set_message(format!("loss {:.4} · {rate:.1} ex/s", loss_sum / loss_n as f64));
+            bar.set_message(format!(
+                "loss {:.4} · {rate:.1} ex/s",
+                loss_sum / loss_n as f64
+            ));
             if pos.step % s.log_every.max(1) == 0 || pos.batch == batches.len() {
                 metrics.write(&serde_json::json!({
                     "step": pos.step,
@@ -344,7 +376,10 @@ pub fn run(job: Job) -> Result<Outcome> {
                 loss_sum = 0.0;
                 loss_n = 0;
             }
-            if s.checkpoint_every > 0 && pos.step % s.checkpoint_every == 0 && pos.batch < batches.len() {
+            if s.checkpoint_every > 0
+                && pos.step % s.checkpoint_every == 0
+                && pos.batch < batches.len()
+            {
                 save_state(&rd, &job.model, &opt, &pos, &metrics, &started)?;
             }
             if job.stop_after == Some(pos.step) {
@@ -362,7 +397,13 @@ pub fn run(job: Job) -> Result<Outcome> {
             }
         }
         // Epoch end: dev accuracy, best weights, early stopping.
-        let dev_scores = score(&job.model, &dev, &dev_gold, s.eval_batch_size, &indicatif::ProgressBar::hidden())?;
+        let dev_scores = score(
+            &job.model,
+            &dev,
+            &dev_gold,
+            s.eval_batch_size,
+            &indicatif::ProgressBar::hidden(),
+        )?;
         pos.epoch += 1;
         pos.batch = 0;
         let better = dev_scores.accuracy > pos.best_dev;
@@ -388,7 +429,10 @@ pub fn run(job: Job) -> Result<Outcome> {
         ));
         save_state(&rd, &job.model, &opt, &pos, &metrics, &started)?;
         if pos.stale_epochs >= s.patience.max(1) && pos.epoch < s.epochs {
-            bar.println(format!("early stop: no better dev accuracy for {} epochs", pos.stale_epochs));
+            bar.println(format!(
+                "early stop: no better dev accuracy for {} epochs",
+                pos.stale_epochs
+            ));
             break 'epochs;
         }
     }
@@ -402,10 +446,22 @@ pub fn run(job: Job) -> Result<Outcome> {
     let test_scores = if test.is_empty() {
         None
     } else {
-        Some(score(&job.model, &test, &test_gold, s.eval_batch_size, &quiet)?)
+        Some(score(
+            &job.model,
+            &test,
+            &test_gold,
+            s.eval_batch_size,
+            &quiet,
+        )?)
     };
     let teacher_test = match (&job.kind, test.is_empty()) {
-        (Kind::Student { teacher, .. }, false) => Some(score(teacher, &test, &test_gold, s.eval_batch_size, &quiet)?),
+        (Kind::Student { teacher, .. }, false) => Some(score(
+            teacher,
+            &test,
+            &test_gold,
+            s.eval_batch_size,
+            &quiet,
+        )?),
         _ => None,
     };
     job.model.save(&job.dir, &job.tokenizer_json)?;
@@ -418,7 +474,8 @@ pub fn run(job: Job) -> Result<Outcome> {
         test: test_scores,
         teacher_test,
         seconds,
-        examples_per_second: (pos.examples - session_start_examples) as f64 / session.elapsed().as_secs_f64().max(1e-9),
+        examples_per_second: (pos.examples - session_start_examples) as f64
+            / session.elapsed().as_secs_f64().max(1e-9),
     };
     let records = read_metrics(&rd.metrics())?;
     crate::report::training_curves(&job.dir, &records, job.kind.name())?;
@@ -442,7 +499,11 @@ pub fn run(job: Job) -> Result<Outcome> {
 /// student layer with the teacher's last): `[0, 2, 4]` of 6 → `[1, 3, 5]`.
 pub fn cosine_targets(layers: &[usize], teacher_layers: usize) -> Vec<usize> {
     (0..layers.len())
-        .map(|j| layers.get(j + 1).map_or(teacher_layers - 1, |&next| next - 1))
+        .map(|j| {
+            layers
+                .get(j + 1)
+                .map_or(teacher_layers - 1, |&next| next - 1)
+        })
         .collect()
 }
 
@@ -486,18 +547,39 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 
 /// Saves weights, moments and position under `state/step-N/`, then points `state/latest` at it
 /// (atomically), then removes older ones: a kill at any moment leaves one complete checkpoint.
-fn save_state(rd: &RunDir, model: &Bert, opt: &AdamW, pos: &Position, metrics: &Metrics, started: &Instant) -> Result<()> {
+fn save_state(
+    rd: &RunDir,
+    model: &Bert,
+    opt: &AdamW,
+    pos: &Position,
+    metrics: &Metrics,
+    started: &Instant,
+) -> Result<()> {
     let state = rd.state();
     let name = format!("step-{:08}", pos.step);
     let dir = state.join(&name);
     std::fs::create_dir_all(&dir).map_err(|e| DistillError::io(&dir, e))?;
-    write_atomic(&dir.join("model.safetensors"), &model.to_safetensors()?, &[])?;
+    write_atomic(
+        &dir.join("model.safetensors"),
+        &model.to_safetensors()?,
+        &[],
+    )?;
     let moments: Vec<(String, Vec<usize>, Vec<u8>)> = opt
         .state()
         .into_iter()
-        .map(|(n, shape, data)| (n, shape, data.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(n, shape, data)| {
+            (
+                n,
+                shape,
+                data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
-    write_atomic(&dir.join("optimizer.safetensors"), &crate::model::safetensors_bytes(&moments)?, &[])?;
+    write_atomic(
+        &dir.join("optimizer.safetensors"),
+        &crate::model::safetensors_bytes(&moments)?,
+        &[],
+    )?;
     let mut pos = pos.clone();
     pos.metrics_lines = metrics.lines;
     pos.seconds = started.elapsed().as_secs_f64();
@@ -523,22 +605,33 @@ fn load_position(rd: &RunDir, fingerprint: u32) -> Result<Option<Saved>> {
     };
     let dir = rd.state().join(latest.trim());
     let read = |n: &str| std::fs::read(dir.join(n)).map_err(|e| DistillError::io(dir.join(n), e));
-    let pos: Position = serde_json::from_slice(&read("position.json")?).map_err(|e| DistillError::Resume {
-        dir: rd.0.clone(),
-        message: format!("{}: {e}", dir.join("position.json").display()),
-    })?;
+    let pos: Position =
+        serde_json::from_slice(&read("position.json")?).map_err(|e| DistillError::Resume {
+            dir: rd.0.clone(),
+            message: format!("{}: {e}", dir.join("position.json").display()),
+        })?;
     if pos.fingerprint != fingerprint {
         return Err(DistillError::Resume {
             dir: rd.0.clone(),
             message: "its checkpoint is of a different model, data or settings".into(),
         });
     }
-    Ok(Some((pos, read("model.safetensors")?, read("optimizer.safetensors")?)))
+    Ok(Some((
+        pos,
+        read("model.safetensors")?,
+        read("optimizer.safetensors")?,
+    )))
 }
 
 /// The teacher's logits on the training examples, from `teacher-logits.bin` when it was made
 /// for this teacher and data, else computed (one eval-mode pass) and saved.
-fn cached_teacher_logits(rd: &RunDir, teacher: &Bert, train: &[Tokens], batch: usize, fingerprint: u32) -> Result<Vec<Vec<f32>>> {
+fn cached_teacher_logits(
+    rd: &RunDir,
+    teacher: &Bert,
+    train: &[Tokens],
+    batch: usize,
+    fingerprint: u32,
+) -> Result<Vec<Vec<f32>>> {
     const MAGIC: &[u8; 8] = b"EBTLOGIT";
     let labels = teacher.labels.len();
     let path = rd.teacher_logits();
@@ -624,7 +717,10 @@ fn truncate_lines(path: &Path, n: usize) -> Result<()> {
 /// The records of metrics.jsonl.
 pub fn read_metrics(path: &Path) -> Result<Vec<serde_json::Value>> {
     let text = std::fs::read_to_string(path).map_err(|e| DistillError::io(path, e))?;
-    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
 }
 
 #[cfg(test)]

@@ -182,10 +182,7 @@ fn read_jsonl(path: &Path, columns: &[&str]) -> Result<Vec<Record>, DataError> {
         };
         rows.push(Record {
             line: i + 1,
-            fields: columns
-                .iter()
-                .map(|c| field(c))
-                .collect::<Result<_, _>>()?,
+            fields: columns.iter().map(|c| field(c)).collect::<Result<_, _>>()?,
         });
     }
     Ok(rows)

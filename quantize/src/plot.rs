@@ -46,7 +46,11 @@ fn fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The bytes are a valid TTF shipped by the `dejavu` crate.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
         let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
     });
 }
@@ -63,7 +67,8 @@ pub fn write_charts(stem: &Path, charts: &[Chart]) -> Result<Vec<PathBuf>, PlotE
         message: e.to_string(),
     };
     // PNG: drawn into a temporary file next to the target, then renamed.
-    let tmp = png.with_extension(format!("png.{}.tmp", std::process::id()));
+    // The encoder picks the format from the extension: the temporary name ends in .png too.
+    let tmp = png.with_extension(format!("{}.tmp.png", std::process::id()));
     {
         let root = BitMapBackend::new(&tmp, size).into_drawing_area();
         draw(&root, charts).map_err(|e| err(&png, &e))?;
@@ -79,7 +84,8 @@ pub fn write_charts(stem: &Path, charts: &[Chart]) -> Result<Vec<PathBuf>, PlotE
         draw(&root, charts).map_err(|e| err(&svg, &e))?;
         root.present().map_err(|e| err(&svg, &e))?;
     }
-    edgebert_runtime::fsutil::write_atomic(&svg, text.as_bytes(), &[]).map_err(|e| err(&svg, &e))?;
+    edgebert_runtime::fsutil::write_atomic(&svg, text.as_bytes(), &[])
+        .map_err(|e| err(&svg, &e))?;
     Ok(vec![png, svg])
 }
 
@@ -103,7 +109,9 @@ where
 fn range(values: impl Iterator<Item = f64>, zero: bool) -> (f64, f64) {
     let (mut lo, mut hi) = values
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -126,8 +134,20 @@ fn lines<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let xs = range(chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)), false);
-    let ys = range(chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)), false);
+    let xs = range(
+        chart
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0)),
+        false,
+    );
+    let ys = range(
+        chart
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1)),
+        false,
+    );
     let mut c = ChartBuilder::on(area)
         .caption(&chart.title, ("sans-serif", 20))
         .margin(12)
@@ -141,9 +161,12 @@ where
         .draw()?;
     for (i, s) in chart.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        c.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?
-            .label(s.name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        c.draw_series(LineSeries::new(
+            s.points.iter().copied(),
+            color.stroke_width(2),
+        ))?
+        .label(s.name.as_str())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         if s.points.len() <= 30 {
             c.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         }
@@ -167,7 +190,13 @@ where
 {
     let n = chart.categories.len();
     let k = chart.series.len().max(1);
-    let ys = range(chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)), true);
+    let ys = range(
+        chart
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1)),
+        true,
+    );
     let categories = chart.categories.clone();
     let mut c = ChartBuilder::on(area)
         .caption(&chart.title, ("sans-serif", 20))
@@ -224,7 +253,9 @@ mod tests {
                 y_label: "loss".into(),
                 series: vec![Series {
                     name: "train".into(),
-                    points: (0..50).map(|i| (i as f64, 1.0 / (1.0 + i as f64))).collect(),
+                    points: (0..50)
+                        .map(|i| (i as f64, 1.0 / (1.0 + i as f64)))
+                        .collect(),
                 }],
                 ..Default::default()
             },
