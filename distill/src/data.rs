@@ -143,7 +143,7 @@ pub fn load(spec: &DataSpec, labels: Option<&[String]>) -> Result<Splits> {
             Some(_) => r.fields[2].clone(),
             None => format!("#{}", r.line),
         };
-        if let Some(_) = &spec.split_column {
+        if spec.split_column.is_some() {
             split_of.push(r.fields.last().cloned().unwrap_or_default());
         }
         rows.push(Row {

@@ -98,7 +98,7 @@ pub fn distil_student(
         data: splits,
         settings: args.settings,
         kind: Kind::Student {
-            teacher: teacher_model,
+            teacher: Box::new(teacher_model),
             layers,
             loss,
         },
@@ -200,6 +200,38 @@ pub fn evaluate(
         labels.clone(),
         Scores::new(&gold, &e.predictions, labels.len()),
     ))
+}
+
+/// `split`: writes the train/dev/test split training makes of `spec` as `DIR/{train,dev,test}.csv`
+/// (columns `text,label`, label names), e.g. for `edgebert-quantize --eval`.
+pub fn write_splits(spec: &DataSpec, dir: &Path) -> Result<Splits> {
+    let splits = data::load(spec, None)?;
+    if edgebert_runtime::fsutil::same_file(dir, &spec.path) {
+        return Err(DistillError::Usage(format!(
+            "{} is the data file",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| DistillError::io(dir, e))?;
+    for (name, rows) in [
+        ("train", &splits.train),
+        ("dev", &splits.dev),
+        ("test", &splits.test),
+    ] {
+        let path = dir.join(format!("{name}.csv"));
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let io = |e: csv::Error| DistillError::Usage(format!("{}: {e}", path.display()));
+        w.write_record(["text", "label"]).map_err(io)?;
+        for r in rows.iter() {
+            w.write_record([r.text.as_str(), splits.labels[r.label].as_str()])
+                .map_err(io)?;
+        }
+        let bytes = w
+            .into_inner()
+            .map_err(|e| DistillError::Usage(format!("{}: {e}", path.display())))?;
+        edgebert_runtime::fsutil::write_atomic(&path, &bytes, &[spec.path.as_path()])?;
+    }
+    Ok(splits)
 }
 
 fn pick(s: &Splits, which: Which) -> Vec<Row> {

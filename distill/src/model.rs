@@ -367,7 +367,7 @@ impl Bert {
         }
         let first = x.narrow(1, 0, 1)?.squeeze(1)?;
         let pooled = self.linear(&first, "bert.pooler.dense")?.tanh()?;
-        let pooled = drop(pooled, p_hidden, dropout.as_deref_mut())?;
+        let pooled = drop(pooled, p_hidden, dropout)?;
         let logits = self.linear(&pooled, "classifier")?;
         Ok(Output { logits, hidden })
     }

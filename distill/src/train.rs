@@ -66,7 +66,7 @@ pub enum Kind {
     Teacher,
     /// Distil a student from a fine-tuned teacher.
     Student {
-        teacher: Bert,
+        teacher: Box<Bert>,
         /// Teacher layer each student layer was copied from.
         layers: Vec<usize>,
         loss: LossWeights,

@@ -268,7 +268,6 @@ mod tests {
                     name: "f32".into(),
                     points: vec![(0.0, 90.0), (1.0, 45.0)],
                 }],
-                ..Default::default()
             },
         ];
         let paths = write_charts(&dir.path().join("c"), &charts).unwrap();

@@ -82,6 +82,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the train/dev/test split that training makes of the data as DIR/{train,dev,test}.csv
+    /// (columns text,label), e.g. for edgebert-quantize --eval.
+    Split {
+        #[command(flatten)]
+        data: DataOpts,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Training speed (examples/s) on synthetic batches of one length, and the share of a step
+    /// spent in matrix products. A checkpoint without a head gets a random one.
+    BenchTrain {
+        checkpoint: PathBuf,
+        /// Layers kept (default: every other one, the student); `--layers 0,1,2,3,4,5` for a
+        /// 6-layer teacher.
+        #[arg(long, value_delimiter = ',')]
+        layers: Option<Vec<usize>>,
+        #[arg(long, default_value_t = 64)]
+        seq: usize,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Timed steps (after one warm-up step).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Export a checkpoint to ONNX f32 (or a bundle when the output ends in .ebm), ready for
     /// edgebert-quantize.
     Export {
@@ -239,6 +269,7 @@ fn print_outcome(o: &Outcome, out: &std::path::Path) {
 
 fn main() -> ExitCode {
     edgebert_runtime::contain::install_panic_hook();
+    edgebert_distill::keep_freed_memory();
     let cli: Cli = match parse_args() {
         Ok(cli) => cli,
         Err(code) => return ExitCode::from(code),
@@ -298,6 +329,62 @@ fn main() -> ExitCode {
                     print!("{}", s.confusion_markdown(&labels));
                 }
             })
+        }
+        Command::Split { data, output } => jobs::write_splits(&data.spec(), &output).map(|s| {
+            println!(
+                "wrote {}/{{train,dev,test}}.csv: {} / {} / {} rows, labels {} ({} rows dropped)",
+                output.display(),
+                s.train.len(),
+                s.dev.len(),
+                s.test.len(),
+                s.labels.join(", "),
+                s.dropped
+            )
+        }),
+        Command::BenchTrain {
+            checkpoint,
+            layers,
+            seq,
+            batch_size,
+            steps,
+            device,
+            threads,
+            json,
+        } => {
+            if let Some(n) = threads {
+                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            }
+            let b = edgebert_distill::bench::BenchTrain {
+                layers,
+                seq,
+                batch: batch_size,
+                steps: steps.max(1),
+            };
+            device
+                .device()
+                .and_then(|d| edgebert_distill::bench::bench_train(&checkpoint, &b, &d))
+                .map(|r| {
+                    if json {
+                        println!("{}", serde_json::to_string(&r).expect("serialisable"));
+                    } else {
+                        println!(
+                            "{} layers, {} parameters, batch {} × {} tokens: {:.1} examples/s \
+                             (step {:.0} ms: forward {:.0}, backward {:.0}, optimizer {:.0}; \
+                             matmul ≈ {:.0} ms = {:.0}%)",
+                            r.layers,
+                            r.parameters,
+                            r.batch,
+                            r.seq,
+                            r.examples_per_second,
+                            r.step_ms,
+                            r.forward_ms,
+                            r.backward_ms,
+                            r.optimizer_ms,
+                            r.matmul_ms,
+                            r.matmul_share * 100.0
+                        );
+                    }
+                })
         }
         Command::Export {
             checkpoint,
