@@ -245,6 +245,7 @@ pub fn run(job: Job) -> Result<Outcome> {
         _ => None,
     };
 
+    std::fs::create_dir_all(rd.state()).map_err(|e| DistillError::io(rd.state(), e))?;
     let mut opt = AdamW::new(job.model.vars(), s.adamw);
     let mut pos = match position {
         Some((pos, weights, moments)) => {
