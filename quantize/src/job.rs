@@ -206,6 +206,38 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
     Ok(summary)
 }
 
+/// What `annotate` records in a bundle's manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Annotation {
+    pub teacher: Option<String>,
+    pub data: Option<String>,
+    /// Metrics to set (replacing any of the same name).
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// Copies a bundle to `output` with provenance and metrics added to its manifest (atomically,
+/// never over the input); the model itself is untouched.
+pub fn annotate(input: &Path, output: &Path, a: &Annotation) -> Result<(), ExportError> {
+    let mut b = Bundle::read(input)?;
+    let p = &mut b.manifest.provenance;
+    if a.teacher.is_some() {
+        p.teacher = a.teacher.clone();
+    }
+    if a.data.is_some() {
+        p.data = a.data.clone();
+    }
+    for (name, value) in &a.metrics {
+        if !value.is_finite() {
+            return Err(ExportError::Usage(format!(
+                "metric {name} = {value} is not a number"
+            )));
+        }
+        set_metric(&mut p.metrics, name, *value);
+    }
+    b.write(output, &[input])?;
+    Ok(())
+}
+
 fn set_metric(metrics: &mut Vec<Metric>, name: &str, value: f64) {
     metrics.retain(|m| m.name != name);
     metrics.push(Metric {

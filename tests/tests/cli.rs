@@ -537,3 +537,62 @@ fn quantize_dynamic_bundle_to_bundle_and_its_refusals() {
     assert!(stderr(&out).contains("no MatMul"), "{}", stderr(&out));
     assert!(!m.path("again.ebm").exists());
 }
+
+#[test]
+fn quantize_annotate_records_provenance_and_metrics() {
+    let m = TinyModel::new();
+    let bin = workspace_bin("edgebert-quantize");
+    let out_ebm = m.path("annotated.ebm");
+    let out = Command::new(&bin)
+        .args([
+            "annotate",
+            s(&m.bundle),
+            "-o",
+            s(&out_ebm),
+            "--teacher",
+            "tiny teacher",
+            "--data",
+            "synthetic",
+            "--metric",
+            "test_accuracy=0.75",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let info: Value = serde_json::from_slice(
+        &edgebert()
+            .args(["info", "--json", s(&out_ebm)])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let p = &info["manifest"]["provenance"];
+    assert_eq!(p["teacher"], "tiny teacher");
+    assert_eq!(p["data"], "synthetic");
+    assert!(p["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["name"] == "test_accuracy" && x["value"] == 0.75));
+    // Not over its input; a metric must be a number.
+    let before = std::fs::read(&m.bundle).unwrap();
+    let out = Command::new(&bin)
+        .args(["annotate", s(&m.bundle), "-o", s(&m.bundle), "--data", "x"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(std::fs::read(&m.bundle).unwrap(), before);
+    let out = Command::new(&bin)
+        .args([
+            "annotate",
+            s(&m.bundle),
+            "-o",
+            s(&out_ebm),
+            "--metric",
+            "a=b",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}

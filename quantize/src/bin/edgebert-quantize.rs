@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use edgebert_quantize::data::Columns;
 use edgebert_quantize::dynamic::DynamicOptions;
-use edgebert_quantize::job::{dynamic_to_file, DynamicJob, EvalSpec};
+use edgebert_quantize::job::{dynamic_to_file, Annotation, DynamicJob, EvalSpec};
 use edgebert_quantize::ExportError;
 use edgebert_runtime::cli::LabelSource;
 use edgebert_runtime::cli::{exit, exit_code, parse_args};
@@ -36,6 +36,21 @@ enum Command {
         /// Maximum sequence length recorded in a bundle.
         #[arg(long, default_value_t = 128)]
         max_len: usize,
+    },
+    /// Copy a bundle with provenance (teacher, data) and build-time metrics added to its manifest.
+    Annotate {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The teacher the model was distilled from.
+        #[arg(long)]
+        teacher: Option<String>,
+        /// The training data.
+        #[arg(long)]
+        data: Option<String>,
+        /// A measured number, `name=value` (repeatable), e.g. `test_accuracy=0.83`.
+        #[arg(long, value_parser = parse_metric)]
+        metric: Vec<(String, f64)>,
     },
     /// Quantize an ONNX model or bundle to int8: weights of every MatMul with a constant weight
     /// (per output channel) and the word embeddings (per row); activations at run time.
@@ -84,6 +99,16 @@ enum Command {
 /// Exit code when the int8 model lost more accuracy than --max-drop allows.
 const ACCURACY_GUARD: u8 = 4;
 
+fn parse_metric(s: &str) -> Result<(String, f64), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected NAME=VALUE"))?;
+    let value: f64 = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
+    Ok((name.to_string(), value))
+}
+
 fn main() -> ExitCode {
     edgebert_runtime::contain::install_panic_hook();
     let cli: Cli = match parse_args() {
@@ -96,6 +121,20 @@ fn main() -> ExitCode {
             output,
             max_len,
         } => edgebert_quantize::export_to_file(&checkpoint, &output, max_len).map(|()| output),
+        Command::Annotate {
+            input,
+            output,
+            teacher,
+            data,
+            metric,
+        } => {
+            let a = Annotation {
+                teacher,
+                data,
+                metrics: metric,
+            };
+            edgebert_quantize::job::annotate(&input, &output, &a).map(|()| output)
+        }
         Command::Dynamic {
             input,
             output,
