@@ -48,6 +48,8 @@ pub fn parse_args<P: clap::Parser>() -> Result<P, u8> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
     Bundle(PathBuf),
+    /// The model built into the binary ([`crate::embedded_model`]).
+    Embedded,
     Parts {
         onnx: PathBuf,
         tokenizer: PathBuf,
@@ -123,7 +125,9 @@ impl ModelSource {
     pub fn load(&self, options: ClassifierOptions) -> Result<Classifier> {
         match self {
             ModelSource::Bundle(path) => Classifier::open(path, options),
-            ModelSource::Parts { .. } => Classifier::from_bundle(&self.to_bundle()?, options),
+            ModelSource::Parts { .. } | ModelSource::Embedded => {
+                Classifier::from_bundle(&self.to_bundle()?, options)
+            }
         }
     }
 
@@ -131,6 +135,9 @@ impl ModelSource {
     pub fn to_bundle(&self) -> Result<Bundle> {
         match self {
             ModelSource::Bundle(path) => Bundle::read(path),
+            ModelSource::Embedded => Ok(Bundle::from_bytes(
+                crate::embedded_model().unwrap_or_default(),
+            )?),
             ModelSource::Parts {
                 onnx,
                 tokenizer,
@@ -153,6 +160,7 @@ impl ModelSource {
     pub fn inputs(&self) -> Vec<&Path> {
         match self {
             ModelSource::Bundle(p) => vec![p.as_path()],
+            ModelSource::Embedded => vec![],
             ModelSource::Parts {
                 onnx,
                 tokenizer,

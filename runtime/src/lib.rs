@@ -24,3 +24,19 @@ pub use bundle::Bundle;
 pub use classifier::{pack, Classifier, ClassifierOptions, LabelScore, Prediction};
 pub use error::{BundleError, Error, InputError, ModelError, Result};
 pub use manifest::{Manifest, Metric, Provenance, Quantization, TokenizerSettings};
+
+/// The default model built into this binary (cargo feature `default-model`, on for the `edgebert`
+/// binary): `models/sentiment-en.ebm`, English review sentiment. `None` in builds without it.
+pub fn embedded_model() -> Option<&'static [u8]> {
+    #[cfg(feature = "default-model")]
+    {
+        Some(include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/sentiment-en.ebm"
+        )))
+    }
+    #[cfg(not(feature = "default-model"))]
+    {
+        None
+    }
+}

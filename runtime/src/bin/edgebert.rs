@@ -58,13 +58,15 @@ enum Command {
     },
     /// Show a bundle's manifest.
     Info {
-        bundle: PathBuf,
+        /// A bundle (default: the built-in model).
+        bundle: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
     /// Measure latency, throughput, cold start and peak memory.
     Bench {
-        bundle: PathBuf,
+        /// A bundle (default: the built-in model).
+        bundle: Option<PathBuf>,
         /// Sequence lengths to time, in tokens.
         #[arg(long, value_delimiter = ',', default_values_t = [16, 32, 64, 128])]
         lengths: Vec<usize>,
@@ -196,8 +198,19 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             serve(classifier, socket)
         }
         Command::Info { bundle, json } => {
-            let b = Bundle::read(&bundle)?;
-            let bytes = std::fs::metadata(&bundle).map(|m| m.len()).unwrap_or(0);
+            let (b, bytes) = match &bundle {
+                Some(path) => (
+                    Bundle::read(path)?,
+                    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+                ),
+                None => {
+                    let raw = built_in()?;
+                    (
+                        Bundle::from_bytes(raw).map_err(edgebert_runtime::Error::from)?,
+                        raw.len() as u64,
+                    )
+                }
+            };
             if json {
                 let v = json!({
                     "format_version": edgebert_runtime::bundle::FORMAT_VERSION,
@@ -225,7 +238,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             json,
         } => {
             let start = Instant::now();
-            let mut classifier = Classifier::open(&bundle, options)?;
+            let mut classifier = match &bundle {
+                Some(path) => Classifier::open(path, options)?,
+                None => {
+                    built_in()?;
+                    ModelSource::Embedded.load(options)?
+                }
+            };
             let first = bench::synthetic_text(&classifier, 16).unwrap_or_else(|| "good".into());
             classifier.classify(&first)?;
             let cold_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -284,10 +303,20 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
+/// The built-in model's bytes, or a usage error in builds without one.
+fn built_in() -> Result<&'static [u8], Failure> {
+    edgebert_runtime::embedded_model().ok_or_else(|| {
+        Failure::usage("no model given and none built in (feature `default-model`): pass a bundle")
+    })
+}
+
 fn model_source(args: ModelArgs) -> Result<ModelSource, Failure> {
-    let model = args.model.ok_or_else(|| {
-        Failure::usage("no model given: pass --model BUNDLE.ebm (or --model MODEL.onnx --tokenizer tokenizer.json --labels a,b)")
-    })?;
+    let Some(model) = args.model else {
+        return match edgebert_runtime::embedded_model() {
+            Some(_) => Ok(ModelSource::Embedded),
+            None => Err(Failure::usage("no model given and none built in: pass --model BUNDLE.ebm (or --model MODEL.onnx --tokenizer tokenizer.json --labels a,b)")),
+        };
+    };
     match (args.tokenizer, args.labels) {
         (Some(tokenizer), Some(labels)) => Ok(ModelSource::Parts {
             onnx: model,
