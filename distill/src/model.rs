@@ -297,6 +297,7 @@ impl Bert {
         }
         let mut config = self.config.clone();
         config.num_hidden_layers = layers.len();
+        config.edgebert_teacher_layers = Some(layers.to_vec());
         Ok(Bert {
             config,
             labels: self.labels.clone(),

@@ -40,6 +40,10 @@ pub struct BertConfig {
     pub model_type: String,
     #[serde(default)]
     pub architectures: Vec<String>,
+    /// For a distilled student: the teacher layers its layers were copied from (edgebert's own
+    /// key; other tools ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edgebert_teacher_layers: Option<Vec<usize>>,
 }
 
 fn default_act() -> String {

