@@ -26,6 +26,9 @@ pub struct DynamicJob {
     pub options: DynamicOptions,
     /// Measure f32 and int8 accuracy on labelled data, and guard the drop.
     pub eval: Option<EvalSpec>,
+    /// Prune the vocabulary to what this corpus uses (plain text lines, or the `text` column of a
+    /// CSV/TSV/JSON-lines file) before quantizing.
+    pub prune_vocab: Option<PathBuf>,
 }
 
 /// Labelled data to evaluate on, and the largest accuracy drop to accept.
@@ -60,6 +63,7 @@ pub struct DynamicSummary {
     pub int8_bytes: usize,
     pub tensors: Vec<TensorReport>,
     pub eval: Option<EvalReport>,
+    pub prune: Option<crate::prune::PruneReport>,
 }
 
 impl DynamicSummary {
@@ -85,6 +89,17 @@ impl DynamicSummary {
                 e.int8.macro_f1,
                 100.0 * e.agreement,
                 e.drop_points()
+            ));
+        }
+        if let Some(p) = &self.prune {
+            s.push_str(&format!(
+                "\nVocabulary pruned to the {} corpus lines' pieces: {} → {} embedding rows, \
+                 f32 graph {} → {} bytes.\n",
+                p.corpus_lines,
+                p.rows_before,
+                p.rows_after,
+                p.onnx_bytes_before,
+                p.onnx_bytes_after
             ));
         }
         s.push_str(&format!(
@@ -120,7 +135,22 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
     } else {
         None
     };
-    let f32_onnx = match &f32_bundle {
+    // Pruning happens on the f32 model; the guard below compares the original f32 model with
+    // the pruned int8 one, so it covers both losses.
+    let (source_bundle, prune) = match (&job.prune_vocab, &f32_bundle) {
+        (Some(corpus), Some(b)) => {
+            let (pruned, report) = crate::prune::prune_vocab(b, &read_corpus(corpus)?)?;
+            (Some(pruned), Some(report))
+        }
+        (Some(_), None) => {
+            return Err(ExportError::Usage(
+                "--prune-vocab needs the tokenizer: give a bundle, or --tokenizer and --labels"
+                    .into(),
+            ))
+        }
+        (None, _) => (f32_bundle.clone(), None),
+    };
+    let f32_onnx = match &source_bundle {
         Some(b) => b.onnx.clone(),
         None => read(&job.input)?,
     };
@@ -134,12 +164,13 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
         int8_bytes: int8_onnx.len(),
         tensors,
         eval: None,
+        prune,
     };
 
     let needs_bundle = is_bundle(&job.output) || job.eval.is_some();
-    let int8_bundle = match (&f32_bundle, needs_bundle) {
-        (Some(f32_bundle), _) => {
-            let mut b = f32_bundle.clone();
+    let int8_bundle = match (&source_bundle, needs_bundle) {
+        (Some(source), _) => {
+            let mut b = source.clone();
             b.onnx = int8_onnx.clone();
             let p = &mut b.manifest.provenance;
             b.manifest.quantization = Quantization::DynamicInt8;
@@ -185,6 +216,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
     if let Some(spec) = &job.eval {
         inputs.push(&spec.data);
     }
+    inputs.extend(job.prune_vocab.as_deref());
     match int8_bundle {
         Some(mut b) if is_bundle(&job.output) => {
             if let Some(e) = &summary.eval {
@@ -204,6 +236,20 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
         edgebert_runtime::fsutil::write_atomic(path, &int8_onnx, &inputs)?;
     }
     Ok(summary)
+}
+
+/// Lines of a corpus: the `text` column of a CSV/TSV/JSON-lines file, else each line.
+fn read_corpus(path: &Path) -> Result<Vec<String>, ExportError> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if matches!(ext, "csv" | "tsv" | "jsonl" | "json") {
+        Ok(crate::data::read_table(path, &["text"])?
+            .into_iter()
+            .filter_map(|r| r.fields.into_iter().next())
+            .collect())
+    } else {
+        let text = std::fs::read_to_string(path).map_err(|e| ExportError::io(path, e))?;
+        Ok(text.lines().map(String::from).collect())
+    }
 }
 
 /// What `annotate` records in a bundle's manifest.

@@ -13,6 +13,7 @@ pub mod export;
 pub mod job;
 pub mod onnx;
 pub mod plot;
+pub mod prune;
 
 pub use checkpoint::{BertConfig, Checkpoint};
 pub use error::ExportError;

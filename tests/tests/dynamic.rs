@@ -208,6 +208,7 @@ mod guard {
                 columns: Columns::default(),
                 max_drop,
             }),
+            prune_vocab: None,
         }
     }
 

@@ -93,6 +93,10 @@ enum Command {
         /// Largest accuracy drop accepted, in points; above it nothing is written (exit 4).
         #[arg(long, requires = "eval", allow_negative_numbers = true)]
         max_drop: Option<f64>,
+        /// Keep only the word pieces this corpus uses (plus special tokens and single
+        /// characters): text lines, or the `text` column of a CSV/TSV/JSON-lines file.
+        #[arg(long)]
+        prune_vocab: Option<PathBuf>,
     },
 }
 
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
             text_column,
             label_column,
             max_drop,
+            prune_vocab,
         } => {
             let options = DynamicOptions {
                 keep_f32,
@@ -171,6 +176,7 @@ fn main() -> ExitCode {
                 max_len,
                 options,
                 eval,
+                prune_vocab,
             };
             dynamic(job, labels, report)
         }

@@ -1,0 +1,186 @@
+//! Vocabulary pruning: keep the word pieces a corpus uses (plus special tokens and every
+//! single-character piece, so any text still tokenizes without `[UNK]`), and cut the embedding
+//! rows and the tokenizer.json vocabulary together so token ids stay consistent.
+//!
+//! Most of a small BERT's bytes are its 30k-row word-embedding table; a task's corpus uses a
+//! fraction of it. A text whose pieces were all kept gets exactly the same ids (renumbered) and
+//! so exactly the same logits; a word whose pieces were cut is split into smaller kept pieces.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use edgebert_runtime::text::TextEncoder;
+use edgebert_runtime::Bundle;
+use serde_json::Value;
+use tract_onnx::pb::tensor_proto::DataType;
+
+use crate::error::ExportError;
+use crate::onnx;
+
+/// What pruning did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PruneReport {
+    pub corpus_lines: usize,
+    pub rows_before: usize,
+    pub rows_after: usize,
+    /// Bytes of the f32 ONNX before and after.
+    pub onnx_bytes_before: usize,
+    pub onnx_bytes_after: usize,
+}
+
+fn unsupported(m: impl Into<String>) -> ExportError {
+    ExportError::Unsupported(format!("vocabulary pruning: {}", m.into()))
+}
+
+/// Prunes an f32 bundle's vocabulary to what `corpus` uses.
+pub fn prune_vocab(
+    bundle: &Bundle,
+    corpus: &[String],
+) -> Result<(Bundle, PruneReport), ExportError> {
+    let mut tok: Value = serde_json::from_slice(&bundle.tokenizer_json)
+        .map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
+    if tok["model"]["type"] != "WordPiece" {
+        return Err(unsupported(format!(
+            "only WordPiece tokenizers are supported (this one is {})",
+            tok["model"]["type"]
+        )));
+    }
+    let vocab: BTreeMap<String, u32> = serde_json::from_value(tok["model"]["vocab"].clone())
+        .map_err(|e| unsupported(format!("tokenizer vocab: {e}")))?;
+    let mut keep: BTreeSet<u32> = BTreeSet::new();
+    // Special and added tokens, the unknown token, single characters and their ## forms.
+    if let Some(added) = tok["added_tokens"].as_array() {
+        keep.extend(
+            added
+                .iter()
+                .filter_map(|t| t["id"].as_u64().map(|i| i as u32)),
+        );
+    }
+    if let Some(unk) = tok["model"]["unk_token"]
+        .as_str()
+        .and_then(|u| vocab.get(u))
+    {
+        keep.insert(*unk);
+    }
+    for (piece, &id) in &vocab {
+        if piece.strip_prefix("##").unwrap_or(piece).chars().count() == 1 {
+            keep.insert(id);
+        }
+    }
+    // What the corpus uses.
+    let encoder = TextEncoder::from_json(&bundle.tokenizer_json, 1 << 20)
+        .map_err(edgebert_runtime::Error::from)?;
+    let mut lines = 0;
+    for line in corpus {
+        if let Ok(e) = encoder.encode(line) {
+            keep.extend(e.ids.iter().map(|&i| i as u32));
+            lines += 1;
+        }
+    }
+    if lines == 0 {
+        return Err(ExportError::Usage("the pruning corpus has no text".into()));
+    }
+    let new_id: BTreeMap<u32, u32> = keep
+        .iter()
+        .enumerate()
+        .map(|(n, &old)| (old, n as u32))
+        .collect();
+    let remap = |v: &mut Value| {
+        if let Some(old) = v.as_u64() {
+            if let Some(n) = new_id.get(&(old as u32)) {
+                *v = Value::from(*n);
+            }
+        }
+    };
+
+    // tokenizer.json: vocabulary, added tokens, post-processor and padding ids.
+    let pruned_vocab: serde_json::Map<String, Value> = vocab
+        .iter()
+        .filter_map(|(p, id)| new_id.get(id).map(|n| (p.clone(), Value::from(*n))))
+        .collect();
+    tok["model"]["vocab"] = Value::Object(pruned_vocab);
+    if let Some(added) = tok["added_tokens"].as_array_mut() {
+        for t in added {
+            remap(&mut t["id"]);
+        }
+    }
+    let post = &mut tok["post_processor"];
+    match post["type"].as_str() {
+        Some("TemplateProcessing") => {
+            if let Some(specials) = post["special_tokens"].as_object_mut() {
+                for s in specials.values_mut() {
+                    if let Some(ids) = s["ids"].as_array_mut() {
+                        ids.iter_mut().for_each(remap);
+                    }
+                }
+            }
+        }
+        Some("BertProcessing") | Some("RobertaProcessing") => {
+            for key in ["sep", "cls"] {
+                remap(&mut post[key][1]);
+            }
+        }
+        None => {}
+        Some(other) => return Err(unsupported(format!("post-processor {other}"))),
+    }
+    if tok["padding"].is_object() {
+        remap(&mut tok["padding"]["pad_id"]);
+    }
+    let tokenizer_json = serde_json::to_vec(&tok).expect("JSON serialises");
+
+    // ONNX: the rows of the table gathered by input_ids.
+    let mut model = onnx::decode(&bundle.onnx).map_err(|e| unsupported(e.to_string()))?;
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| unsupported("ONNX model has no graph"))?;
+    let table = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "Gather" && n.input.get(1).map(String::as_str) == Some("input_ids"))
+        .and_then(|n| n.input.first().cloned())
+        .ok_or_else(|| unsupported("no Gather of input_ids (the word embeddings)"))?;
+    let init = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == table)
+        .ok_or_else(|| unsupported(format!("`{table}` is not a constant")))?;
+    if init.data_type != DataType::Float as i32 || init.dims.len() != 2 || init.raw_data.is_empty()
+    {
+        return Err(unsupported(format!(
+            "`{table}` is not an f32 table (prune before quantizing)"
+        )));
+    }
+    let (rows, cols) = (init.dims[0] as usize, init.dims[1] as usize);
+    if keep.last().is_some_and(|&m| m as usize >= rows) {
+        return Err(unsupported(format!(
+            "the tokenizer has ids beyond the {rows} embedding rows"
+        )));
+    }
+    let row_bytes = cols * 4;
+    let mut data = Vec::with_capacity(keep.len() * row_bytes);
+    for &old in &keep {
+        let at = old as usize * row_bytes;
+        data.extend_from_slice(&init.raw_data[at..at + row_bytes]);
+    }
+    init.raw_data = data;
+    init.dims[0] = keep.len() as i64;
+    let onnx_bytes = onnx::encode(&model);
+
+    let m = &bundle.manifest;
+    let mut pruned = edgebert_runtime::pack(
+        onnx_bytes,
+        tokenizer_json,
+        m.labels.clone(),
+        m.max_seq_len as usize,
+        &m.task,
+    )?;
+    pruned.manifest.provenance = m.provenance.clone();
+    let report = PruneReport {
+        corpus_lines: lines,
+        rows_before: rows,
+        rows_after: keep.len(),
+        onnx_bytes_before: bundle.onnx.len(),
+        onnx_bytes_after: pruned.onnx.len(),
+    };
+    Ok((pruned, report))
+}
