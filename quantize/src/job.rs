@@ -112,6 +112,53 @@ impl DynamicSummary {
     }
 }
 
+impl DynamicSummary {
+    /// Writes the per-tensor SQNR as a bar chart, `{stem}.png` and `{stem}.svg`.
+    pub fn plot(&self, stem: &Path) -> Result<Vec<PathBuf>, crate::plot::PlotError> {
+        let chart = crate::plot::Chart {
+            title: "int8 weight error per tensor (higher is better)".into(),
+            x_label: "tensor (layer.part)".into(),
+            y_label: "SQNR (dB)".into(),
+            categories: self.tensors.iter().map(|t| short_name(&t.node)).collect(),
+            series: vec![crate::plot::Series {
+                name: "SQNR".into(),
+                points: self
+                    .tensors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (i as f64, t.sqnr_db.min(99.0)))
+                    .collect(),
+            }],
+        };
+        crate::plot::write_charts(stem, &[chart])
+    }
+}
+
+/// A compact label for an exported node name: `/encoder/layer.2/attention/query/MatMul` → `2.q`.
+pub fn short_name(node: &str) -> String {
+    let n = node.trim_start_matches('/').trim_end_matches("/MatMul");
+    let (layer, rest) = match n.strip_prefix("encoder/layer.") {
+        Some(r) => match r.split_once('/') {
+            Some((l, rest)) => (format!("{l}."), rest),
+            None => (String::new(), r),
+        },
+        None => (String::new(), n),
+    };
+    let part = match rest {
+        "attention/query" => "q",
+        "attention/key" => "k",
+        "attention/value" => "v",
+        "attention/output" | "attention/output/dense" => "attn",
+        "intermediate" | "intermediate/dense" => "ff1",
+        "output" | "output/dense" => "ff2",
+        "pooler" | "pooler/dense" => "pool",
+        "classifier" => "cls",
+        "embeddings/word" => "emb",
+        other => other,
+    };
+    format!("{layer}{part}")
+}
+
 fn is_bundle(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "ebm")
 }

@@ -155,6 +155,7 @@ where
         .y_label_area_size(60)
         .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)?;
     c.configure_mesh()
+        .light_line_style(RGBColor(238, 238, 238))
         .x_desc(chart.x_label.as_str())
         .y_desc(chart.y_label.as_str())
         .label_style(("sans-serif", 13))
@@ -201,11 +202,12 @@ where
     let mut c = ChartBuilder::on(area)
         .caption(&chart.title, ("sans-serif", 20))
         .margin(12)
-        .x_label_area_size(if n > 8 { 90 } else { 40 })
+        .x_label_area_size(45)
         .y_label_area_size(60)
         .build_cartesian_2d(-0.5f64..n as f64 - 0.5, ys.0..ys.1)?;
     c.configure_mesh()
         .disable_x_mesh()
+        .light_line_style(RGBColor(238, 238, 238))
         .x_labels(n)
         .x_label_formatter(&|x| {
             let i = x.round();

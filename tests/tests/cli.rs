@@ -494,6 +494,7 @@ fn quantize_dynamic_bundle_to_bundle_and_its_refusals() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("| `/classifier/MatMul` |"));
     assert!(std::fs::read_to_string(&report).unwrap().contains("SQNR"));
+    assert!(m.path("report.png").is_file() && m.path("report.svg").is_file());
     let info: Value = serde_json::from_slice(
         &edgebert()
             .args(["info", "--json", s(&out_ebm)])

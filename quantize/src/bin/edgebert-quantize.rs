@@ -215,6 +215,14 @@ fn dynamic(
     if let Some(path) = report {
         let inputs = [job.input.as_path(), job.output.as_path()];
         edgebert_runtime::fsutil::write_atomic(&path, table.as_bytes(), &inputs)?;
+        // The chart sits next to the report: quantization.md → quantization.png / .svg.
+        let plots = summary
+            .plot(&path.with_extension(""))
+            .map_err(|e| ExportError::Usage(e.to_string()))?;
+        eprintln!("wrote {}", path.display());
+        for p in plots {
+            eprintln!("wrote {}", p.display());
+        }
     }
     Ok(job.output)
 }
