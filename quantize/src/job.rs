@@ -64,6 +64,8 @@ pub struct DynamicSummary {
     pub tensors: Vec<TensorReport>,
     pub eval: Option<EvalReport>,
     pub prune: Option<crate::prune::PruneReport>,
+    /// Nodes left in f32 (asked for, or chosen by `--keep-f32 auto`).
+    pub kept_f32: Vec<String>,
 }
 
 impl DynamicSummary {
@@ -90,6 +92,9 @@ impl DynamicSummary {
                 100.0 * e.agreement,
                 e.drop_points()
             ));
+        }
+        if !self.kept_f32.is_empty() {
+            s.push_str(&format!("\nKept in f32: {}.\n", self.kept_f32.join(", ")));
         }
         if let Some(p) = &self.prune {
             s.push_str(&format!(
@@ -204,59 +209,107 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
     let proto = onnx::decode(&f32_onnx).map_err(|e| {
         edgebert_runtime::Error::from(edgebert_runtime::ModelError::NotOnnx(e.to_string()))
     })?;
-    let (int8, tensors) = quantize_dynamic(&proto, &job.options)?;
-    let int8_onnx = onnx::encode(&int8);
-    let mut summary = DynamicSummary {
-        f32_bytes: f32_onnx.len(),
-        int8_bytes: int8_onnx.len(),
-        tensors,
-        eval: None,
-        prune,
+    // `--keep-f32 auto`: quantize everything, then keep the tensors with the worst SQNR in f32,
+    // one at a time, until the accuracy guard is met (mixed precision chosen by measurement).
+    let auto = job.options.keep_f32.iter().any(|k| k == "auto");
+    let max_drop = job.eval.as_ref().and_then(|e| e.max_drop);
+    if auto && max_drop.is_none() {
+        return Err(ExportError::Usage(
+            "--keep-f32 auto needs --eval DATA and --max-drop POINTS to know when to stop".into(),
+        ));
+    }
+    let mut options = job.options.clone();
+    options.keep_f32.retain(|k| k != "auto");
+    let examples = match (&job.eval, &f32_bundle) {
+        (Some(spec), Some(b)) => Some(read_examples(
+            &spec.data,
+            &spec.columns,
+            &b.manifest.labels,
+        )?),
+        _ => None,
     };
-
-    let needs_bundle = is_bundle(&job.output) || job.eval.is_some();
-    let int8_bundle = match (&source_bundle, needs_bundle) {
-        (Some(source), _) => {
-            let mut b = source.clone();
-            b.onnx = int8_onnx.clone();
-            let p = &mut b.manifest.provenance;
-            b.manifest.quantization = Quantization::DynamicInt8;
-            p.created_by = "edgebert-quantize dynamic".into();
-            p.tool_version = env!("CARGO_PKG_VERSION").into();
-            set_metric(&mut p.metrics, "onnx_f32_bytes", summary.f32_bytes as f64);
-            set_metric(&mut p.metrics, "onnx_int8_bytes", summary.int8_bytes as f64);
-            // Never write a model the device cannot run.
-            Classifier::from_bundle(&b, ClassifierOptions::default())?;
-            Some(b)
-        }
-        (None, true) => return Err(ExportError::Usage(
-            "an ONNX input needs --tokenizer and --labels to be written as a bundle or evaluated"
-                .into(),
-        )),
-        (None, false) => {
-            edgebert_runtime::engine::Engine::load(&int8_onnx, 1)
-                .map_err(edgebert_runtime::Error::from)?;
-            None
-        }
+    let f32_eval = match (&examples, &f32_bundle) {
+        (Some(ex), Some(b)) => Some(evaluate_bundle(b, ex, "f32")?),
+        _ => None,
     };
-
-    if let (Some(spec), Some(f32_bundle), Some(int8_bundle)) =
-        (&job.eval, &f32_bundle, &int8_bundle)
-    {
-        let report = evaluate_pair(spec, f32_bundle, int8_bundle)?;
-        let drop = report.drop_points();
-        summary.eval = Some(report.clone());
-        if let Some(max) = spec.max_drop {
-            if drop > max {
-                return Err(ExportError::AccuracyDrop {
-                    f32: 100.0 * report.f32.accuracy,
-                    int8: 100.0 * report.int8.accuracy,
-                    drop,
-                    max,
+    let mut candidates: Option<Vec<TensorReport>> = None;
+    let (int8_onnx, int8_bundle, mut summary) = loop {
+        let (int8, tensors) = quantize_dynamic(&proto, &options)?;
+        let int8_onnx = onnx::encode(&int8);
+        let mut summary = DynamicSummary {
+            f32_bytes: f32_onnx.len(),
+            int8_bytes: int8_onnx.len(),
+            tensors,
+            eval: None,
+            prune: prune.clone(),
+            kept_f32: options.keep_f32.clone(),
+        };
+        let needs_bundle = is_bundle(&job.output) || job.eval.is_some();
+        let int8_bundle = match (&source_bundle, needs_bundle) {
+            (Some(source), _) => {
+                let mut b = source.clone();
+                b.onnx = int8_onnx.clone();
+                let p = &mut b.manifest.provenance;
+                b.manifest.quantization = Quantization::DynamicInt8;
+                p.created_by = "edgebert-quantize dynamic".into();
+                p.tool_version = env!("CARGO_PKG_VERSION").into();
+                set_metric(&mut p.metrics, "onnx_f32_bytes", summary.f32_bytes as f64);
+                set_metric(&mut p.metrics, "onnx_int8_bytes", summary.int8_bytes as f64);
+                // Never write a model the device cannot run.
+                Classifier::from_bundle(&b, ClassifierOptions::default())?;
+                Some(b)
+            }
+            (None, true) => return Err(ExportError::Usage(
+                "an ONNX input needs --tokenizer and --labels to be written as a bundle or evaluated"
+                    .into(),
+            )),
+            (None, false) => {
+                edgebert_runtime::engine::Engine::load(&int8_onnx, 1)
+                    .map_err(edgebert_runtime::Error::from)?;
+                None
+            }
+        };
+        if let (Some(ex), Some(f32), Some(b)) = (&examples, &f32_eval, &int8_bundle) {
+            let int8 = evaluate_bundle(b, ex, "int8")?;
+            let report = EvalReport {
+                agreement: agreement(&f32.predictions, &int8.predictions),
+                f32: f32.clone(),
+                int8,
+            };
+            let drop = report.drop_points();
+            summary.eval = Some(report.clone());
+            if let Some(max) = max_drop.filter(|&max| drop > max) {
+                let order = candidates.get_or_insert_with(|| {
+                    let mut t = summary.tensors.clone();
+                    t.sort_by(|a, b| a.sqnr_db.total_cmp(&b.sqnr_db));
+                    t.reverse();
+                    t
                 });
+                // Never the last one: a graph with nothing quantized is just the f32 model.
+                match order.pop() {
+                    Some(worst) if auto && !order.is_empty() => {
+                        eprintln!(
+                            "int8 is {drop:.2} points below f32 (allowed {max:.2}): keeping {} \
+                             (SQNR {:.1} dB) in f32",
+                            worst.node, worst.sqnr_db
+                        );
+                        options.keep_f32.push(worst.node);
+                        continue;
+                    }
+                    _ => {
+                        return Err(ExportError::AccuracyDrop {
+                            f32: 100.0 * report.f32.accuracy,
+                            int8: 100.0 * report.int8.accuracy,
+                            drop,
+                            max,
+                        })
+                    }
+                }
             }
         }
-    }
+        break (int8_onnx, int8_bundle, summary);
+    };
+    summary.kept_f32 = options.keep_f32.clone();
 
     let mut inputs: Vec<&Path> = vec![&job.input];
     inputs.extend(job.tokenizer.as_deref());
@@ -339,31 +392,20 @@ fn set_metric(metrics: &mut Vec<Metric>, name: &str, value: f64) {
     });
 }
 
-fn evaluate_pair(
-    spec: &EvalSpec,
-    f32_bundle: &Bundle,
-    int8_bundle: &Bundle,
-) -> Result<EvalReport, ExportError> {
-    let examples = read_examples(&spec.data, &spec.columns, &f32_bundle.manifest.labels)?;
-    let run = |bundle: &Bundle, name: &str| -> Result<Evaluation, ExportError> {
-        let mut classifier = Classifier::from_bundle(bundle, ClassifierOptions::default())?;
-        let bar = indicatif::ProgressBar::new(examples.len() as u64).with_message(name.to_string());
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:>5} {bar:40} {pos}/{len} {per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        let e = evaluate(&mut classifier, &examples, &bar)?;
-        bar.finish_and_clear();
-        Ok(e)
-    };
-    let f32 = run(f32_bundle, "f32")?;
-    let int8 = run(int8_bundle, "int8")?;
-    let agreement = agreement(&f32.predictions, &int8.predictions);
-    Ok(EvalReport {
-        f32,
-        int8,
-        agreement,
-    })
+fn evaluate_bundle(
+    bundle: &Bundle,
+    examples: &[crate::data::Example],
+    name: &str,
+) -> Result<Evaluation, ExportError> {
+    let mut classifier = Classifier::from_bundle(bundle, ClassifierOptions::default())?;
+    let bar = indicatif::ProgressBar::new(examples.len() as u64).with_message(name.to_string());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>5} {bar:40} {pos}/{len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let e = evaluate(&mut classifier, examples, &bar)?;
+    bar.finish_and_clear();
+    Ok(e)
 }

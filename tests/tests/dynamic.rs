@@ -276,6 +276,38 @@ mod guard {
     }
 
     #[test]
+    fn keep_f32_auto_keeps_the_worst_tensors_until_the_guard_holds() {
+        let m = TinyModel::new();
+        let mut j = job(&m, "auto.ebm", Some(0.0));
+        j.options.keep_f32 = vec!["auto".into()];
+        let summary = dynamic_to_file(&j).unwrap();
+        let e = summary.eval.as_ref().unwrap();
+        assert!(e.drop_points() <= 0.0, "{}", e.drop_points());
+        eprintln!("auto kept {:?}", summary.kept_f32);
+        // What it kept is no longer quantized, and the rest is.
+        for t in &summary.tensors {
+            assert!(
+                !summary.kept_f32.contains(&t.node),
+                "{} both kept and quantized",
+                t.node
+            );
+        }
+        assert!(m.path("auto.ebm").exists());
+        // An impossible guard: every tensor is tried, then nothing is written.
+        let mut j = job(&m, "never.ebm", Some(-1.0));
+        j.options.keep_f32 = vec!["auto".into()];
+        assert!(matches!(
+            dynamic_to_file(&j),
+            Err(ExportError::AccuracyDrop { .. })
+        ));
+        assert!(!m.path("never.ebm").exists());
+        // Without a guard there is nothing to aim for.
+        let mut j = job(&m, "x.ebm", None);
+        j.options.keep_f32 = vec!["auto".into()];
+        assert!(matches!(dynamic_to_file(&j), Err(ExportError::Usage(_))));
+    }
+
+    #[test]
     fn eval_labels_that_are_not_the_models_are_refused() {
         let m = TinyModel::new();
         let data = m.path("bad.csv");

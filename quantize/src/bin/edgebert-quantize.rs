@@ -72,7 +72,8 @@ enum Command {
         /// Maximum sequence length, when an ONNX input is written as a bundle.
         #[arg(long, default_value_t = 128)]
         max_len: usize,
-        /// Node names to keep in f32 (MatMul nodes or the embedding Gather).
+        /// Node names to keep in f32 (MatMul nodes or the embedding Gather), or `auto`: keep the
+        /// tensors with the worst int8 error in f32, one by one, until --max-drop holds.
         #[arg(long, value_delimiter = ',')]
         keep_f32: Vec<String>,
         /// Keep the word-embedding table in f32.
