@@ -160,6 +160,52 @@ pub fn quantize_dynamic(
     model: &ModelProto,
     options: &DynamicOptions,
 ) -> Result<(ModelProto, Vec<TensorReport>), QuantizeError> {
+    quantize(model, options, None)
+}
+
+/// Static int8: as [`quantize_dynamic`], but each activation is quantized with a fixed scale and
+/// zero point (`QuantizeLinear`, uint8 asymmetric) from the calibrated `ranges` (activation name →
+/// `(lo, hi)`), so no min/max pass runs at inference.
+pub fn quantize_static(
+    model: &ModelProto,
+    options: &DynamicOptions,
+    ranges: &std::collections::BTreeMap<String, (f32, f32)>,
+) -> Result<(ModelProto, Vec<TensorReport>), QuantizeError> {
+    quantize(model, options, Some(ranges))
+}
+
+/// The activations that int8 MatMuls would quantize (their first inputs), in graph order, for
+/// calibration.
+pub fn activation_inputs(
+    model: &ModelProto,
+    options: &DynamicOptions,
+) -> Result<Vec<String>, QuantizeError> {
+    let graph = model.graph.as_ref().ok_or(QuantizeError::NoGraph)?;
+    let weights: HashSet<&str> = graph
+        .initializer
+        .iter()
+        .filter(|t| t.dims.len() == 2 && t.data_type == DataType::Float as i32)
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for n in &graph.node {
+        if n.op_type == "MatMul"
+            && n.input.len() == 2
+            && weights.contains(n.input[1].as_str())
+            && !options.keep_f32.contains(&n.name)
+            && !out.contains(&n.input[0])
+        {
+            out.push(n.input[0].clone());
+        }
+    }
+    Ok(out)
+}
+
+fn quantize(
+    model: &ModelProto,
+    options: &DynamicOptions,
+    ranges: Option<&std::collections::BTreeMap<String, (f32, f32)>>,
+) -> Result<(ModelProto, Vec<TensorReport>), QuantizeError> {
     let mut model = model.clone();
     let graph = model.graph.as_mut().ok_or(QuantizeError::NoGraph)?;
     let initializers: HashMap<String, TensorProto> = graph
@@ -253,12 +299,35 @@ pub fn quantize_dynamic(
                         format!("{x}_scale"),
                         format!("{x}_zero_point"),
                     ];
-                    new_nodes.push(node(
-                        "DynamicQuantizeLinear",
-                        format!("{x}_DynamicQuantizeLinear"),
-                        &[&x],
-                        &[&names[0], &names[1], &names[2]],
-                    ));
+                    match ranges.map(|r| r.get(&x).copied().unwrap_or((0.0, 0.0))) {
+                        None => new_nodes.push(node(
+                            "DynamicQuantizeLinear",
+                            format!("{x}_DynamicQuantizeLinear"),
+                            &[&x],
+                            &[&names[0], &names[1], &names[2]],
+                        )),
+                        Some((lo, hi)) => {
+                            let (scale, zp) = crate::calibrate::uint8_params(lo, hi);
+                            new_inits.push(tensor(
+                                names[1].clone(),
+                                DataType::Float,
+                                &[],
+                                scale.to_le_bytes().to_vec(),
+                            ));
+                            new_inits.push(tensor(
+                                names[2].clone(),
+                                DataType::Uint8,
+                                &[],
+                                vec![zp],
+                            ));
+                            new_nodes.push(node(
+                                "QuantizeLinear",
+                                format!("{x}_QuantizeLinear"),
+                                &[&x, &names[1], &names[2]],
+                                &[&names[0]],
+                            ));
+                        }
+                    }
                     names
                 })
                 .clone();

@@ -29,6 +29,15 @@ pub struct DynamicJob {
     /// Prune the vocabulary to what this corpus uses (plain text lines, or the `text` column of a
     /// CSV/TSV/JSON-lines file) before quantizing.
     pub prune_vocab: Option<PathBuf>,
+    /// Static int8: activation ranges calibrated on these texts; `None`: dynamic.
+    pub calibration: Option<Calibration>,
+}
+
+/// Calibration texts and how ranges are chosen from them.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    pub texts: PathBuf,
+    pub method: crate::calibrate::Method,
 }
 
 /// Labelled data to evaluate on, and the largest accuracy drop to accept.
@@ -232,9 +241,41 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
         (Some(ex), Some(b)) => Some(evaluate_bundle(b, ex, "f32")?),
         _ => None,
     };
+    let ranges = match (&job.calibration, &source_bundle) {
+        (Some(c), Some(b)) => {
+            let acts = crate::dynamic::activation_inputs(&proto, &options)?;
+            let bar = indicatif::ProgressBar::new(0).with_message("calibrating");
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} eta {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let r = crate::calibrate::calibrate(b, &acts, &read_corpus(&c.texts)?, c.method, &bar)?;
+            bar.finish_and_clear();
+            Some(r)
+        }
+        (Some(_), None) => {
+            return Err(ExportError::Usage(
+                "static quantization runs the model on text: give a bundle, or --tokenizer and --labels"
+                    .into(),
+            ))
+        }
+        (None, _) => None,
+    };
+    let (scheme, tool) = match &job.calibration {
+        Some(c) => (
+            Quantization::StaticInt8 {
+                method: c.method.name().into(),
+            },
+            "edgebert-quantize static",
+        ),
+        None => (Quantization::DynamicInt8, "edgebert-quantize dynamic"),
+    };
     let mut candidates: Option<Vec<TensorReport>> = None;
     let (int8_onnx, int8_bundle, mut summary) = loop {
-        let (int8, tensors) = quantize_dynamic(&proto, &options)?;
+        let (int8, tensors) = match &ranges {
+            Some(r) => crate::dynamic::quantize_static(&proto, &options, r)?,
+            None => quantize_dynamic(&proto, &options)?,
+        };
         let int8_onnx = onnx::encode(&int8);
         let mut summary = DynamicSummary {
             f32_bytes: f32_onnx.len(),
@@ -250,8 +291,8 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
                 let mut b = source.clone();
                 b.onnx = int8_onnx.clone();
                 let p = &mut b.manifest.provenance;
-                b.manifest.quantization = Quantization::DynamicInt8;
-                p.created_by = "edgebert-quantize dynamic".into();
+                b.manifest.quantization = scheme.clone();
+                p.created_by = tool.into();
                 p.tool_version = env!("CARGO_PKG_VERSION").into();
                 set_metric(&mut p.metrics, "onnx_f32_bytes", summary.f32_bytes as f64);
                 set_metric(&mut p.metrics, "onnx_int8_bytes", summary.int8_bytes as f64);
@@ -317,6 +358,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
         inputs.push(&spec.data);
     }
     inputs.extend(job.prune_vocab.as_deref());
+    inputs.extend(job.calibration.as_ref().map(|c| c.texts.as_path()));
     match int8_bundle {
         Some(mut b) if is_bundle(&job.output) => {
             if let Some(e) = &summary.eval {

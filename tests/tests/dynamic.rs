@@ -209,6 +209,7 @@ mod guard {
                 max_drop,
             }),
             prune_vocab: None,
+            calibration: None,
         }
     }
 
@@ -305,6 +306,59 @@ mod guard {
         let mut j = job(&m, "x.ebm", None);
         j.options.keep_f32 = vec!["auto".into()];
         assert!(matches!(dynamic_to_file(&j), Err(ExportError::Usage(_))));
+    }
+
+    #[test]
+    fn static_int8_is_calibrated_fixed_and_close_to_f32() {
+        use edgebert_quantize::calibrate::Method;
+        use edgebert_quantize::job::Calibration;
+        let m = TinyModel::new();
+        let texts = m.path("calibration.txt");
+        let lines: Vec<String> = (0..40)
+            .map(|i| {
+                (0..1 + i % 9)
+                    .map(|j| WORDS[(i * 5 + j * 7) % WORDS.len()])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        std::fs::write(&texts, lines.join("\n")).unwrap();
+        for method in [Method::Minmax, Method::Percentile, Method::Entropy] {
+            let mut j = job(&m, "static.ebm", Some(10.0));
+            j.calibration = Some(Calibration {
+                texts: texts.clone(),
+                method,
+            });
+            let summary = dynamic_to_file(&j).unwrap();
+            let e = summary.eval.unwrap();
+            assert!(e.agreement >= 0.9, "{method:?}: agreement {}", e.agreement);
+            let b = Bundle::read(m.path("static.ebm")).unwrap();
+            assert_eq!(
+                b.manifest.quantization,
+                Quantization::StaticInt8 {
+                    method: method.name().into()
+                }
+            );
+            let graph = decode(&b.onnx).unwrap().graph.unwrap();
+            let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+            assert!(ops.contains(&"QuantizeLinear") && ops.contains(&"MatMulInteger"));
+            assert!(!ops.contains(&"DynamicQuantizeLinear"), "{ops:?}");
+            let mut f32 = Classifier::open(&m.bundle, ClassifierOptions::default()).unwrap();
+            let mut int8 = Classifier::from_bundle(&b, ClassifierOptions::default()).unwrap();
+            assert!(max_diff(&mut f32, &mut int8) < 0.25, "{method:?}");
+        }
+        // Calibration texts that are empty, or all one length, are refused; nothing is written.
+        for (name, body) in [("empty.txt", "\n\n"), ("same.txt", "good\nbad\nfun\n")] {
+            std::fs::write(m.path(name), body).unwrap();
+            let mut j = job(&m, "bad-static.ebm", None);
+            j.calibration = Some(Calibration {
+                texts: m.path(name),
+                method: Method::Minmax,
+            });
+            let err = dynamic_to_file(&j).unwrap_err();
+            assert!(matches!(err, ExportError::Usage(_)), "{name}: {err}");
+            assert!(!m.path("bad-static.ebm").exists());
+        }
     }
 
     #[test]

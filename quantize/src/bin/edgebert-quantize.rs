@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use edgebert_quantize::calibrate::Method;
 use edgebert_quantize::data::Columns;
 use edgebert_quantize::dynamic::DynamicOptions;
-use edgebert_quantize::job::{dynamic_to_file, Annotation, DynamicJob, EvalSpec};
+use edgebert_quantize::job::{dynamic_to_file, Annotation, Calibration, DynamicJob, EvalSpec};
 use edgebert_quantize::ExportError;
 use edgebert_runtime::cli::LabelSource;
 use edgebert_runtime::cli::{exit, exit_code, parse_args};
@@ -55,50 +56,69 @@ enum Command {
     /// Quantize an ONNX model or bundle to int8: weights of every MatMul with a constant weight
     /// (per output channel) and the word embeddings (per row); activations at run time.
     Dynamic {
-        /// An f32 bundle (.ebm) or ONNX model.
-        input: PathBuf,
-        /// Output bundle (.ebm) or ONNX model (.onnx).
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Also write the plain int8 ONNX here.
-        #[arg(long)]
-        onnx_out: Option<PathBuf>,
-        /// tokenizer.json, when an ONNX input is written as a bundle.
-        #[arg(long)]
-        tokenizer: Option<PathBuf>,
-        /// Labels (`a,b` or a config.json with id2label), when an ONNX input is written as a bundle.
-        #[arg(long)]
-        labels: Option<String>,
-        /// Maximum sequence length, when an ONNX input is written as a bundle.
-        #[arg(long, default_value_t = 128)]
-        max_len: usize,
-        /// Node names to keep in f32 (MatMul nodes or the embedding Gather), or `auto`: keep the
-        /// tensors with the worst int8 error in f32, one by one, until --max-drop holds.
-        #[arg(long, value_delimiter = ',')]
-        keep_f32: Vec<String>,
-        /// Keep the word-embedding table in f32.
-        #[arg(long)]
-        keep_embeddings_f32: bool,
-        /// Write the per-tensor table (and the evaluation) as Markdown here.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Labelled data (CSV, TSV or JSON lines) to measure f32 and int8 accuracy on.
-        #[arg(long)]
-        eval: Option<PathBuf>,
-        /// Column with the text in --eval data.
-        #[arg(long, default_value = "text")]
-        text_column: String,
-        /// Column with the label in --eval data (label names or ids).
-        #[arg(long, default_value = "label")]
-        label_column: String,
-        /// Largest accuracy drop accepted, in points; above it nothing is written (exit 4).
-        #[arg(long, requires = "eval", allow_negative_numbers = true)]
-        max_drop: Option<f64>,
-        /// Keep only the word pieces this corpus uses (plus special tokens and single
-        /// characters): text lines, or the `text` column of a CSV/TSV/JSON-lines file.
-        #[arg(long)]
-        prune_vocab: Option<PathBuf>,
+        #[command(flatten)]
+        q: QuantizeArgs,
     },
+    /// Quantize to int8 with activation scales fixed by calibration: the f32 model is run on
+    /// calibration texts and each MatMul input gets a range (minmax, percentile or entropy).
+    Static {
+        #[command(flatten)]
+        q: QuantizeArgs,
+        /// Calibration texts (a few hundred lines of the kind the model will see): text lines,
+        /// or the `text` column of a CSV/TSV/JSON-lines file.
+        #[arg(long)]
+        calibrate: PathBuf,
+        #[arg(long, value_enum, default_value_t = Method::Percentile)]
+        method: Method,
+    },
+}
+
+/// What `dynamic` and `static` share.
+#[derive(clap::Args)]
+struct QuantizeArgs {
+    /// An f32 bundle (.ebm) or ONNX model.
+    input: PathBuf,
+    /// Output bundle (.ebm) or ONNX model (.onnx).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Also write the plain int8 ONNX here.
+    #[arg(long)]
+    onnx_out: Option<PathBuf>,
+    /// tokenizer.json, when an ONNX input is written as a bundle.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Labels (`a,b` or a config.json with id2label), when an ONNX input is written as a bundle.
+    #[arg(long)]
+    labels: Option<String>,
+    /// Maximum sequence length, when an ONNX input is written as a bundle.
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// Node names to keep in f32 (MatMul nodes or the embedding Gather), or `auto`: keep the
+    /// tensors with the worst int8 error in f32, one by one, until --max-drop holds.
+    #[arg(long, value_delimiter = ',')]
+    keep_f32: Vec<String>,
+    /// Keep the word-embedding table in f32.
+    #[arg(long)]
+    keep_embeddings_f32: bool,
+    /// Write the per-tensor table (and the evaluation) as Markdown here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Labelled data (CSV, TSV or JSON lines) to measure f32 and int8 accuracy on.
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// Column with the text in --eval data.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Column with the label in --eval data (label names or ids).
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// Largest accuracy drop accepted, in points; above it nothing is written (exit 4).
+    #[arg(long, requires = "eval", allow_negative_numbers = true)]
+    max_drop: Option<f64>,
+    /// Keep only the word pieces this corpus uses (plus special tokens and single
+    /// characters): text lines, or the `text` column of a CSV/TSV/JSON-lines file.
+    #[arg(long)]
+    prune_vocab: Option<PathBuf>,
 }
 
 /// Exit code when the int8 model lost more accuracy than --max-drop allows.
@@ -140,47 +160,15 @@ fn main() -> ExitCode {
             };
             edgebert_quantize::job::annotate(&input, &output, &a).map(|()| output)
         }
-        Command::Dynamic {
-            input,
-            output,
-            onnx_out,
-            tokenizer,
-            labels,
-            max_len,
-            keep_f32,
-            keep_embeddings_f32,
-            report,
-            eval,
-            text_column,
-            label_column,
-            max_drop,
-            prune_vocab,
-        } => {
-            let options = DynamicOptions {
-                keep_f32,
-                keep_embeddings_f32,
-            };
-            let eval = eval.map(|data| EvalSpec {
-                data,
-                columns: Columns {
-                    text: text_column,
-                    label: label_column,
-                },
-                max_drop,
-            });
-            let job = DynamicJob {
-                input,
-                output,
-                onnx_out,
-                tokenizer,
-                labels: None,
-                max_len,
-                options,
-                eval,
-                prune_vocab,
-            };
-            dynamic(job, labels, report)
-        }
+        Command::Dynamic { q } => q.run(None),
+        Command::Static {
+            q,
+            calibrate,
+            method,
+        } => q.run(Some(Calibration {
+            texts: calibrate,
+            method,
+        })),
     };
     match result {
         Ok(output) => {
@@ -202,7 +190,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn dynamic(
+impl QuantizeArgs {
+    fn run(self, calibration: Option<Calibration>) -> Result<PathBuf, ExportError> {
+        let options = DynamicOptions {
+            keep_f32: self.keep_f32,
+            keep_embeddings_f32: self.keep_embeddings_f32,
+        };
+        let eval = self.eval.map(|data| EvalSpec {
+            data,
+            columns: Columns {
+                text: self.text_column,
+                label: self.label_column,
+            },
+            max_drop: self.max_drop,
+        });
+        let job = DynamicJob {
+            input: self.input,
+            output: self.output,
+            onnx_out: self.onnx_out,
+            tokenizer: self.tokenizer,
+            labels: None,
+            max_len: self.max_len,
+            options,
+            eval,
+            prune_vocab: self.prune_vocab,
+            calibration,
+        };
+        quantize(job, self.labels, self.report)
+    }
+}
+
+fn quantize(
     mut job: DynamicJob,
     labels: Option<String>,
     report: Option<PathBuf>,
