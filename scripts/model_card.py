@@ -66,6 +66,22 @@ prune_text = (
        if shipped_pruned else "It cost more than 0.3 dev points, so the full-vocabulary bundle ships.")
 )
 
+def dev_metrics(name):
+    path = os.path.join(out, name)
+    if not os.path.exists(path):
+        return None
+    m = {x["name"]: x["value"] for x in json.load(open(path))["manifest"]["provenance"]["metrics"]}
+    return m
+
+
+scheme = load("info.json")["manifest"]["quantization"]
+schemes = []
+for v in ["dynamic", "static"]:
+    m = dev_metrics(f"info-{v}.json")
+    schemes.append(f"{v}: " + (f"dev accuracy {100 * m['int8_accuracy']:.2f}% (f32 {100 * m['f32_accuracy']:.2f}%)"
+                                if m else "refused by the accuracy guard (> 0.5 points below f32 on dev)"))
+scheme_text = f"Shipped scheme: `{scheme}`. Candidates on the dev split: " + "; ".join(schemes) + "."
+
 card = f"""# sentiment-en: English review sentiment (negative / positive)
 
 The model built into `edgebert`: sentence-transformers/all-MiniLM-L6-v2 fine-tuned on Rotten
@@ -91,6 +107,10 @@ card += f"""
 - int8 − f32 student: {100 * (qs['accuracy'] - ss['accuracy']):+.2f} points (goal within 0.5).
 - Shipped bundle / teacher f32 ONNX bytes: {100 * qbytes / teacher_bytes:.1f}% (goal ≤ 20%).
 - Of the student's {sp / 1e6:.1f} M parameters, {semb / 1e6:.1f} M are the embeddings (mostly the 30,522-word table).
+
+## Quantization
+{scheme_text} Weights are int8 per output channel, the word embeddings int8 per row;
+LayerNorm, softmax and GELU stay f32. Per-tensor error: `quantization.md`, `quantization.png`.
 
 ## Vocabulary pruning
 {prune_text}
