@@ -1,7 +1,9 @@
 //! Writes a tiny random-weight BERT checkpoint, its ONNX export and bundle into a directory (the
 //! same fixture the tests use), plus `expected.json`: tract's logits for a padded batch of two
 //! texts, so that other runtimes can be checked against it (scripts/onnx_interop.py); and the same
-//! for `model-int8.onnx`, its dynamic int8 quantization (`expected-int8.json`).
+//! for `model-int8.onnx`, its dynamic int8 quantization (`expected-int8.json`), and
+//! `model-int8-static.onnx`, its static (calibrated, percentile) int8 form
+//! (`expected-int8-static.json`).
 //!
 //! Usage: tiny-model DIR [MAX_LEN]
 
@@ -31,9 +33,28 @@ fn main() -> Result<()> {
     )?;
     let int8_bytes = edgebert_quantize::onnx::encode(&int8);
     std::fs::write(dir.join("model-int8.onnx"), &int8_bytes)?;
+    let proto = edgebert_quantize::onnx::decode(&f32_bytes)?;
+    let options = Default::default();
+    let acts = edgebert_quantize::dynamic::activation_inputs(&proto, &options)?;
+    let calibration: Vec<String> = ["good", "a very boring plot", "the acting was great fun !"]
+        .iter()
+        .chain(&texts)
+        .map(|s| s.to_string())
+        .collect();
+    let ranges = edgebert_quantize::calibrate::calibrate(
+        &edgebert_runtime::Bundle::read(&ebm)?,
+        &acts,
+        &calibration,
+        edgebert_quantize::calibrate::Method::Percentile,
+        &indicatif::ProgressBar::hidden(),
+    )?;
+    let (int8_static, _) = edgebert_quantize::dynamic::quantize_static(&proto, &options, &ranges)?;
+    let static_bytes = edgebert_quantize::onnx::encode(&int8_static);
+    std::fs::write(dir.join("model-int8-static.onnx"), &static_bytes)?;
     for (bytes, name) in [
         (f32_bytes, "expected.json"),
         (int8_bytes, "expected-int8.json"),
+        (static_bytes, "expected-int8-static.json"),
     ] {
         let mut engine = Engine::load(&bytes, 1)?;
         let logits = engine.run(&batch).map_err(|e| anyhow!(e))?;
