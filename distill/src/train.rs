@@ -291,6 +291,8 @@ pub fn run(job: Job) -> Result<Outcome> {
     let per_epoch = train.len().div_ceil(s.batch_size.max(1));
     let total = per_epoch * s.epochs;
     let warmup = (total as f64 * s.warmup).round() as usize;
+    // Wall time of the earlier sessions of a resumed run, so reports give the whole run's time.
+    let prior_seconds = pos.seconds;
     let bar = progress_bar(total as u64, &format!("{} training", job.kind.name()));
     bar.set_position(pos.step as u64);
     let mut metrics = Metrics::open(&rd.metrics(), pos.metrics_lines)?;
@@ -381,7 +383,15 @@ pub fn run(job: Job) -> Result<Outcome> {
                 && pos.step % s.checkpoint_every == 0
                 && pos.batch < batches.len()
             {
-                save_state(&rd, &job.model, &opt, &pos, &metrics, &started)?;
+                save_state(
+                    &rd,
+                    &job.model,
+                    &opt,
+                    &pos,
+                    &metrics,
+                    prior_seconds,
+                    &started,
+                )?;
             }
             if job.stop_after == Some(pos.step) {
                 bar.abandon();
@@ -392,7 +402,7 @@ pub fn run(job: Job) -> Result<Outcome> {
                     dev: None,
                     test: None,
                     teacher_test: None,
-                    seconds: started.elapsed().as_secs_f64(),
+                    seconds: prior_seconds + started.elapsed().as_secs_f64(),
                     examples_per_second: rate,
                 });
             }
@@ -428,7 +438,15 @@ pub fn run(job: Job) -> Result<Outcome> {
             dev_scores.accuracy * 100.0,
             if better { " (best)" } else { "" }
         ));
-        save_state(&rd, &job.model, &opt, &pos, &metrics, &started)?;
+        save_state(
+            &rd,
+            &job.model,
+            &opt,
+            &pos,
+            &metrics,
+            prior_seconds,
+            &started,
+        )?;
         if pos.stale_epochs >= s.patience.max(1) && pos.epoch < s.epochs {
             bar.println(format!(
                 "early stop: no better dev accuracy for {} epochs",
@@ -466,7 +484,7 @@ pub fn run(job: Job) -> Result<Outcome> {
         _ => None,
     };
     job.model.save(&job.dir, &job.tokenizer_json)?;
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = prior_seconds + started.elapsed().as_secs_f64();
     let outcome = Outcome {
         finished: true,
         steps: pos.step,
@@ -554,6 +572,7 @@ fn save_state(
     opt: &AdamW,
     pos: &Position,
     metrics: &Metrics,
+    prior_seconds: f64,
     started: &Instant,
 ) -> Result<()> {
     let state = rd.state();
@@ -583,7 +602,7 @@ fn save_state(
     )?;
     let mut pos = pos.clone();
     pos.metrics_lines = metrics.lines;
-    pos.seconds = started.elapsed().as_secs_f64();
+    pos.seconds = prior_seconds + started.elapsed().as_secs_f64();
     write_json(&dir.join("position.json"), &pos)?;
     write_atomic(&state.join("latest"), name.as_bytes(), &[])?;
     if let Ok(entries) = std::fs::read_dir(&state) {
