@@ -303,7 +303,7 @@ mod tests {
         let (lo, hi) = range(&s, Method::Percentile);
         assert!(hi < 2.0 && lo <= -0.99, "{lo} {hi}");
         let (lo, hi) = range(&s, Method::Entropy);
-        assert!(hi < 10.0 && hi >= 0.9 && lo == -hi, "{lo} {hi}");
+        assert!((0.9..10.0).contains(&hi) && lo == -hi, "{lo} {hi}");
     }
 
     proptest! {
