@@ -1,0 +1,97 @@
+//! The shipped default model, `models/sentiment-en.ebm`: it loads, its manifest carries the
+//! metrics and provenance measured when it was built, unambiguous reviews get the obvious label,
+//! and the `edgebert` binary uses it when no model is given.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use edgebert_runtime::{Bundle, Classifier, ClassifierOptions, Quantization};
+use edgebert_tests::workspace_bin;
+
+fn shipped() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/sentiment-en.ebm")
+}
+
+const OBVIOUS: &[(&str, &str)] = &[
+    (
+        "a wonderful, moving film with brilliant performances",
+        "positive",
+    ),
+    ("one of the best movies of the year", "positive"),
+    ("an absolute delight from start to finish", "positive"),
+    ("a dull, tedious mess with terrible acting", "negative"),
+    ("boring, predictable and far too long", "negative"),
+    ("the worst film i have seen in years", "negative"),
+];
+
+#[test]
+fn the_shipped_model_carries_its_numbers_and_gets_the_obvious_right() {
+    let path = shipped();
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        bytes <= 18_000_000,
+        "{bytes} bytes: the bundle must stay ≤ 18 MB"
+    );
+    let bundle = Bundle::read(&path).unwrap();
+    let m = &bundle.manifest;
+    assert_eq!(m.labels, ["negative", "positive"]);
+    assert_eq!(m.quantization, Quantization::DynamicInt8);
+    let p = &m.provenance;
+    assert!(
+        p.teacher
+            .as_deref()
+            .unwrap_or("")
+            .contains("all-MiniLM-L6-v2"),
+        "{p:?}"
+    );
+    assert!(
+        p.data.as_deref().unwrap_or("").contains("Rotten Tomatoes"),
+        "{p:?}"
+    );
+    let metric = |name: &str| p.metrics.iter().find(|x| x.name == name).map(|x| x.value);
+    for name in [
+        "test_accuracy",
+        "test_accuracy_student_f32",
+        "test_accuracy_teacher_f32",
+        "int8_accuracy",
+        "f32_accuracy",
+    ] {
+        let v = metric(name).unwrap_or_else(|| panic!("no metric {name} in {:?}", p.metrics));
+        assert!((0.5..=1.0).contains(&v), "{name} = {v}");
+    }
+    let mut c = Classifier::from_bundle(&bundle, ClassifierOptions::default()).unwrap();
+    for (text, want) in OBVIOUS {
+        let got = c.classify(text).unwrap();
+        assert_eq!(got.label, *want, "{text}: {got:?}");
+    }
+}
+
+#[test]
+fn edgebert_classify_needs_no_model_file() {
+    let out = Command::new(workspace_bin("edgebert"))
+        .args(["classify", "--json", OBVIOUS[0].0, OBVIOUS[3].0])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let labels: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["label"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(labels, ["positive", "negative"]);
+    let info = Command::new(workspace_bin("edgebert"))
+        .arg("info")
+        .output()
+        .unwrap();
+    assert_eq!(info.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&info.stdout).contains("Rotten Tomatoes"));
+}
