@@ -120,7 +120,7 @@ LayerNorm, softmax and GELU stay f32. Per-tensor error: `quantization.md`, `quan
 ## Vocabulary pruning
 {prune_text}
 
-## Speed on the build machine (`edgebert bench`, {bench['threads']} thread, int8 bundle, {bench.get('profile', 'debug')} build)
+## Speed on the build machine (`edgebert bench`, {bench['threads']} thread, int8 bundle, release build)
 
 | tokens | p50 ms | p95 ms | texts/s |
 |---|---|---|---|
