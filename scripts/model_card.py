@@ -143,6 +143,43 @@ English only (uncased WordPiece); trained on short professional film reviews, so
 (product reviews, tweets, sarcasm, mixed or neutral text) will be less accurate; two labels only,
 no "neutral"; texts longer than 128 tokens are cut. The probabilities are not calibrated.
 """
+
+def size_plot(points, path):
+    """Accuracy against bytes, one labelled dot per model, as a small hand-written SVG."""
+    w, h, m = 640, 400, 60
+    xs = [b / 1e6 for _, b, _ in points]
+    ys = [a * 100 for _, _, a in points]
+    x0, x1 = 0, max(xs) * 1.1
+    y0, y1 = min(ys) - 1.5, max(ys) + 1.5
+    X = lambda x: m + (x - x0) / (x1 - x0) * (w - 2 * m)
+    Y = lambda y: h - m - (y - y0) / (y1 - y0) * (h - 2 * m)
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="DejaVu Sans, sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<text x="{w / 2}" y="24" text-anchor="middle" font-size="16">Test accuracy vs size</text>',
+           f'<line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="black"/>',
+           f'<line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="black"/>',
+           f'<text x="{w / 2}" y="{h - 18}" text-anchor="middle">size (MB)</text>',
+           f'<text x="16" y="{h / 2}" text-anchor="middle" transform="rotate(-90 16 {h / 2})">test accuracy (%)</text>']
+    for i in range(6):
+        xv = x0 + (x1 - x0) * i / 5
+        yv = y0 + (y1 - y0) * i / 5
+        svg.append(f'<text x="{X(xv)}" y="{h - m + 16}" text-anchor="middle">{xv:.0f}</text>')
+        svg.append(f'<text x="{m - 6}" y="{Y(yv) + 4}" text-anchor="end">{yv:.1f}</text>')
+        svg.append(f'<line x1="{m}" y1="{Y(yv)}" x2="{w - m}" y2="{Y(yv)}" stroke="#eee"/>')
+    for (name, b, a) in points:
+        svg.append(f'<circle cx="{X(b / 1e6)}" cy="{Y(a * 100)}" r="5" fill="#1f77b4"/>')
+        svg.append(f'<text x="{X(b / 1e6) + 8}" y="{Y(a * 100) - 8}">{name}</text>')
+    svg.append("</svg>")
+    open(path, "w").write("\n".join(svg) + "\n")
+
+
+size_plot([("teacher f32", teacher_bytes, ts["accuracy"]),
+           ("student f32", rows[1][2], ss["accuracy"]),
+           ("student int8", fb, full["accuracy"]),
+           ("int8 pruned", pb, pruned["accuracy"])],
+          os.path.join(out, "accuracy-vs-size.svg"))
+card = card.replace("## Quantization", "![test accuracy vs size](sentiment-en/accuracy-vs-size.svg)\n\n## Quantization", 1)
+
 with open(os.path.join(out, "sentiment-en.md"), "w") as f:
     f.write(card)
 print(f"wrote {out}/sentiment-en.md")
