@@ -1,5 +1,20 @@
-//! Raspberry Pi board profiles (targets, cores, memory, CPU features such as dotprod) and GPIO
-//! signalling generic over `embedded_hal::digital::OutputPin`.
+//! Raspberry Pi board profiles (targets, cores, memory, CPU features such as dotprod), detection
+//! from what the device's kernel reports, and GPIO signalling generic over
+//! `embedded_hal::digital::OutputPin`.
 //!
-//! Empty until the boards issue fills it: nothing here is done yet. It is the bottom of the
-//! dependency chain (`distill → quantize → runtime → boards`) and knows nothing of models.
+//! The bottom of the dependency chain (`distill → quantize → runtime → boards`): it knows hardware,
+//! not models. Everything board-specific is a value in [`profile::BOARDS`]; no other code asks
+//! which board it runs on.
+
+pub mod detect;
+#[cfg(all(feature = "gpio", target_os = "linux"))]
+pub mod linux;
+pub mod profile;
+pub mod signal;
+
+/// The embedded-hal version the pins implement (1.0), for drivers built on this crate.
+pub use embedded_hal;
+
+pub use detect::{detect, detect_from, CpuInfo, Detection, DetectionSource, SystemFiles};
+pub use profile::{Board, Core, Target};
+pub use signal::{LabelSignal, SignalError};

@@ -58,6 +58,15 @@ pub struct Prediction {
     pub logits: Vec<f32>,
 }
 
+/// Told when the classifier starts work and what it answered: how a board shows answers on GPIO
+/// pins (see `edgebert_boards::LabelSignal`) without the classifier knowing about pins.
+pub trait Observer: Send {
+    /// A call to `classify`/`classify_batch` begins.
+    fn started(&mut self);
+    /// It ended; `last` is the answer for its last text (`None`: that text failed, or the model).
+    fn finished(&mut self, last: Option<&Prediction>);
+}
+
 /// A model ready to classify text.
 #[derive(Debug)]
 pub struct Classifier {
@@ -66,6 +75,17 @@ pub struct Classifier {
     engine: Engine,
     buckets: Vec<usize>,
     options: ClassifierOptions,
+    observer: ObserverSlot,
+}
+
+/// An optional observer; its own type only so that `Classifier` stays `Debug`.
+#[derive(Default)]
+struct ObserverSlot(Option<Box<dyn Observer>>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 impl Classifier {
@@ -117,7 +137,13 @@ impl Classifier {
                 threads: options.threads.max(1),
                 batch_size: options.batch_size.max(1),
             },
+            observer: ObserverSlot::default(),
         })
+    }
+
+    /// Tells `observer` about every call from now on (replacing any earlier one).
+    pub fn set_observer(&mut self, observer: Box<dyn Observer>) {
+        self.observer = ObserverSlot(Some(observer));
     }
 
     /// Builds a classifier from a plain ONNX file, a tokenizer.json and label names, as other
@@ -180,6 +206,24 @@ impl Classifier {
     /// Classifies many texts. A text that cannot be classified gets its own error and does not
     /// stop the others; the outer error is a failure of the model itself.
     pub fn classify_batch<S: AsRef<str>>(
+        &mut self,
+        texts: &[S],
+    ) -> Result<Vec<Result<Prediction, InputError>>> {
+        if let Some(o) = &mut self.observer.0 {
+            o.started();
+        }
+        let results = self.classify_batch_unobserved(texts);
+        if let Some(o) = &mut self.observer.0 {
+            let last = match &results {
+                Ok(r) => r.last().and_then(|p| p.as_ref().ok()),
+                Err(_) => None,
+            };
+            o.finished(last);
+        }
+        results
+    }
+
+    fn classify_batch_unobserved<S: AsRef<str>>(
         &mut self,
         texts: &[S],
     ) -> Result<Vec<Result<Prediction, InputError>>> {

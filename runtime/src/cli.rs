@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use edgebert_boards::embedded_hal::digital::OutputPin;
+
 use crate::classifier::{Classifier, ClassifierOptions};
 use crate::error::{Error, Result};
 use crate::Bundle;
@@ -172,6 +174,234 @@ impl ModelSource {
                 v
             }
         }
+    }
+}
+
+/// A `--pin LABEL=LINE` argument.
+pub fn parse_pin(arg: &str) -> std::result::Result<(String, u32), String> {
+    let (label, line) = arg
+        .rsplit_once('=')
+        .ok_or_else(|| format!("`{arg}`: expected LABEL=LINE, e.g. positive=27"))?;
+    let line = line
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{arg}`: `{line}` is not a GPIO line number"))?;
+    Ok((label.trim().to_owned(), line))
+}
+
+/// Checks `--pin`/`--busy-pin` against the model's labels before any pin is touched: every label
+/// must be the model's, and no line or label used twice.
+pub fn check_pins(
+    pins: &[(String, u32)],
+    busy: Option<u32>,
+    labels: &[String],
+) -> std::result::Result<(), String> {
+    let mut lines = std::collections::HashMap::new();
+    for (label, line) in pins {
+        if !labels.contains(label) {
+            return Err(format!(
+                "--pin {label}={line}: the model has no label `{label}` (its labels: {})",
+                labels.join(", ")
+            ));
+        }
+        if pins.iter().filter(|(l, _)| l == label).count() > 1 {
+            return Err(format!("--pin: label `{label}` is given twice"));
+        }
+        if let Some(other) = lines.insert(*line, label.as_str()) {
+            return Err(format!(
+                "--pin: GPIO line {line} is given to both `{other}` and `{label}`"
+            ));
+        }
+    }
+    if let Some(b) = busy {
+        if let Some(label) = lines.get(&b) {
+            return Err(format!("--busy-pin {b} is also the pin of `{label}`"));
+        }
+    }
+    Ok(())
+}
+
+/// Shows answers on pins: a [`LabelSignal`](edgebert_boards::LabelSignal) as a classifier
+/// [`Observer`](crate::Observer). A pin that fails mid-stream is reported on stderr (once until
+/// it works again) and never stops classification.
+pub struct SignalObserver<P: OutputPin> {
+    signal: edgebert_boards::LabelSignal<P>,
+    failing: bool,
+}
+
+impl<P: OutputPin> SignalObserver<P> {
+    /// Wraps a signal whose pins are already driven low.
+    pub fn new(signal: edgebert_boards::LabelSignal<P>) -> Self {
+        SignalObserver {
+            signal,
+            failing: false,
+        }
+    }
+}
+
+impl<P: OutputPin> SignalObserver<P> {
+    fn report(&mut self, r: std::result::Result<(), edgebert_boards::SignalError>) {
+        match r {
+            Err(e) if !self.failing => {
+                self.failing = true;
+                eprintln!("warning: {e}");
+            }
+            Err(_) => {}
+            Ok(()) => self.failing = false,
+        }
+    }
+}
+
+impl<P: OutputPin + Send> crate::Observer for SignalObserver<P> {
+    fn started(&mut self) {
+        let r = self.signal.started();
+        self.report(r);
+    }
+    fn finished(&mut self, last: Option<&crate::Prediction>) {
+        let r = self
+            .signal
+            .show(last.map(|p| (p.label.as_str(), p.probability)));
+        self.report(r);
+    }
+}
+
+impl<P: OutputPin> Drop for SignalObserver<P> {
+    fn drop(&mut self) {
+        // Leave the board dark, not showing a stale answer.
+        let _ = self.signal.clear();
+    }
+}
+
+/// Opens the Linux GPIO lines for `--pin`/`--busy-pin` (all at start-up: a missing chip, a busy
+/// line or a permission problem is an error before the first text).
+#[cfg(all(feature = "gpio", target_os = "linux"))]
+pub fn open_signal(
+    chip: &Path,
+    pins: &[(String, u32)],
+    busy: Option<u32>,
+    min_prob: f32,
+) -> std::result::Result<SignalObserver<edgebert_boards::linux::CdevPin>, String> {
+    use edgebert_boards::linux::open_output;
+    let mut opened = Vec::new();
+    for (label, line) in pins {
+        opened.push((
+            label.clone(),
+            open_output(chip, *line, label).map_err(|e| e.to_string())?,
+        ));
+    }
+    let busy = busy
+        .map(|line| open_output(chip, line, "busy"))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let signal =
+        edgebert_boards::LabelSignal::new(opened, busy, min_prob).map_err(|e| e.to_string())?;
+    Ok(SignalObserver::new(signal))
+}
+
+/// Headroom `edgebert board` wants between the model's peak memory and what the board has free.
+pub const MEMORY_MARGIN: f64 = 1.5;
+
+/// What `edgebert board` reports: the board, the threads and kernels tract will use, and whether
+/// the loaded model fits the board's memory with [`MEMORY_MARGIN`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BoardReport {
+    pub board: Option<&'static str>,
+    pub name: String,
+    pub detected_by: String,
+    pub core: Option<String>,
+    pub cores_online: usize,
+    pub threads: usize,
+    pub target: &'static str,
+    pub kernels: crate::cpu::KernelFeatures,
+    pub memory_total_mib: Option<u64>,
+    pub memory_budget_mib: Option<u64>,
+    pub model_peak_rss_mib: Option<f64>,
+    pub fits: Option<bool>,
+    pub warnings: Vec<String>,
+}
+
+impl BoardReport {
+    /// `peak_rss_kib`: this process's peak after loading the model and answering a longest text.
+    pub fn new(d: &edgebert_boards::Detection, threads: usize, peak_rss_kib: Option<u64>) -> Self {
+        let rss = peak_rss_kib.map(|k| k as f64 / 1024.0);
+        BoardReport {
+            board: d.board.map(|b| b.id),
+            name: d.name(),
+            detected_by: format!("{:?}", d.source),
+            core: d.core().map(|c| c.to_string()),
+            cores_online: d.cpu.cores,
+            threads,
+            target: target_triple(),
+            kernels: crate::cpu::kernel_features(),
+            memory_total_mib: d.memory_total_mib,
+            memory_budget_mib: d.memory_budget_mib(),
+            model_peak_rss_mib: rss,
+            fits: rss.and_then(|r| d.fits(r, MEMORY_MARGIN)),
+            warnings: d.warnings.clone(),
+        }
+    }
+
+    /// The report as one JSON object.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// The report as aligned lines.
+    pub fn text(&self) -> String {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
+        let features: Vec<String> = self
+            .kernels
+            .features
+            .iter()
+            .map(|(f, on)| format!("{f} {}", if *on { "yes" } else { "no" }))
+            .collect();
+        let fits = match (self.fits, self.model_peak_rss_mib, self.memory_budget_mib) {
+            (Some(true), Some(r), Some(b)) => {
+                format!("yes: peak {r:.0} MiB of {b} MiB available (wants {MEMORY_MARGIN}x)")
+            }
+            (Some(false), Some(r), Some(b)) => {
+                format!("NO: peak {r:.0} MiB × {MEMORY_MARGIN} margin > {b} MiB available")
+            }
+            (_, Some(r), None) => format!("unknown (peak {r:.0} MiB; free memory not known)"),
+            _ => "unknown (peak memory not reported by this OS)".into(),
+        };
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<15} {v}\n"));
+        line("board", format!("{} [{}]", self.name, self.detected_by));
+        line(
+            "core",
+            format!("{} × {}", opt(self.core.clone()), self.cores_online),
+        );
+        line("build", format!("{} ({})", self.target, self.kernels.arch));
+        line("threads", self.threads.to_string());
+        line("cpu features", features.join(", "));
+        line("int8 kernel", self.kernels.int8_kernel.to_owned());
+        line(
+            "memory",
+            format!(
+                "{} MiB total, {} MiB available",
+                opt(self.memory_total_mib.map(|m| m.to_string())),
+                opt(self.memory_budget_mib.map(|m| m.to_string()))
+            ),
+        );
+        line("model fits", fits);
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        out
+    }
+}
+
+/// The target triple this binary was built for.
+fn target_triple() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "aarch64-unknown-linux-gnu"
+    } else if cfg!(target_arch = "arm") {
+        "armv7-unknown-linux-gnueabihf"
+    } else if cfg!(target_arch = "x86_64") {
+        "x86_64-unknown-linux-gnu"
+    } else {
+        std::env::consts::ARCH
     }
 }
 

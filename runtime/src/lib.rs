@@ -13,6 +13,7 @@ pub mod bundle;
 pub mod classifier;
 pub mod cli;
 pub mod contain;
+pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
@@ -21,7 +22,7 @@ pub mod serve;
 pub mod text;
 
 pub use bundle::Bundle;
-pub use classifier::{pack, Classifier, ClassifierOptions, LabelScore, Prediction};
+pub use classifier::{pack, Classifier, ClassifierOptions, LabelScore, Observer, Prediction};
 pub use error::{BundleError, Error, InputError, ModelError, Result};
 pub use manifest::{Manifest, Metric, Provenance, Quantization, TokenizerSettings};
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use edgebert_runtime::cli::{exit, exit_code, parse_args, LabelSource, ModelSource};
+use edgebert_runtime::cli::{self, exit, exit_code, parse_args, LabelSource, ModelSource};
 use edgebert_runtime::serve::{self, LineStatus};
 use edgebert_runtime::{bench, Bundle, Classifier, ClassifierOptions, Error};
 use serde_json::json;
@@ -20,9 +20,12 @@ use serde_json::json;
     about = "Classify text on the device with a distilled, quantized BERT."
 )]
 struct Cli {
-    /// Threads for matrix products (default: the machine's cores, at most 4).
+    /// Threads for matrix products (default: the board profile's, else the cores, at most 4).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// The board, when detection is wrong or impossible: pi-zero-2w, pi3, pi4, pi5.
+    #[arg(long, global = true)]
+    board: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +50,8 @@ enum Command {
         batch_size: usize,
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        gpio: GpioArgs,
     },
     /// Answer JSON-lines requests on stdin/stdout, or on a Unix socket.
     Serve {
@@ -55,6 +60,15 @@ enum Command {
         socket: Option<PathBuf>,
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        gpio: GpioArgs,
+    },
+    /// Show the detected board, the threads and CPU features used, and whether the model fits.
+    Board {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        json: bool,
     },
     /// Show a bundle's manifest.
     Info {
@@ -113,6 +127,22 @@ struct ModelArgs {
     max_len: usize,
 }
 
+#[derive(Args)]
+struct GpioArgs {
+    /// Light a GPIO line for a label's answers: `--pin positive=27 --pin negative=17`.
+    #[arg(long = "pin", value_name = "LABEL=LINE", value_parser = cli::parse_pin)]
+    pins: Vec<(String, u32)>,
+    /// A GPIO line held high while a text is processed.
+    #[arg(long, value_name = "LINE")]
+    busy_pin: Option<u32>,
+    /// The GPIO character device.
+    #[arg(long, default_value = "/dev/gpiochip0")]
+    gpio_chip: PathBuf,
+    /// Light a label's pin only when its probability is at least this.
+    #[arg(long, default_value_t = 0.0)]
+    min_prob: f32,
+}
+
 /// How a command ended, when not with success.
 struct Failure {
     code: u8,
@@ -159,11 +189,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<u8, Failure> {
-    let threads = cli.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(4)
-    });
+    let detection =
+        edgebert_boards::detect(cli.board.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
+    let threads = cli.threads.unwrap_or_else(|| detection.threads());
     if threads == 0 {
         return Err(Failure::usage("--threads must be at least 1"));
     }
@@ -179,6 +207,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             top_k,
             batch_size,
             model,
+            gpio,
         } => {
             let source = model_source(model)?;
             if !texts.is_empty() && file.is_some() {
@@ -191,11 +220,32 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 ..options
             };
             let mut classifier = source.load(options)?;
+            attach_pins(&mut classifier, &gpio)?;
             classify(&mut classifier, texts, file, json, top_k.max(1))
         }
-        Command::Serve { socket, model } => {
-            let classifier = model_source(model)?.load(options)?;
+        Command::Serve {
+            socket,
+            model,
+            gpio,
+        } => {
+            let mut classifier = model_source(model)?.load(options)?;
+            attach_pins(&mut classifier, &gpio)?;
             serve(classifier, socket)
+        }
+        Command::Board { model, json } => {
+            let mut classifier = model_source(model)?.load(options)?;
+            // The memory figure that matters is a real answer at the longest length.
+            let longest = classifier.buckets().last().copied().unwrap_or(16);
+            if let Some(text) = bench::synthetic_text(&classifier, longest) {
+                classifier.classify(&text)?;
+            }
+            let report = cli::BoardReport::new(&detection, threads, bench::peak_rss_kib());
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(exit::OK)
         }
         Command::Info { bundle, json } => {
             let (b, bytes) = match &bundle {
@@ -300,6 +350,30 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             );
             Ok(exit::OK)
         }
+    }
+}
+
+/// Opens the `--pin`/`--busy-pin` lines and lets them show the classifier's answers.
+fn attach_pins(classifier: &mut Classifier, gpio: &GpioArgs) -> Result<(), Failure> {
+    if gpio.pins.is_empty() && gpio.busy_pin.is_none() {
+        return Ok(());
+    }
+    cli::check_pins(&gpio.pins, gpio.busy_pin, classifier.labels()).map_err(Failure::usage)?;
+    #[cfg(all(feature = "gpio", target_os = "linux"))]
+    {
+        let observer = cli::open_signal(&gpio.gpio_chip, &gpio.pins, gpio.busy_pin, gpio.min_prob)
+            .map_err(|message| Failure {
+                code: exit::FAILURE,
+                message,
+            })?;
+        classifier.set_observer(Box::new(observer));
+        Ok(())
+    }
+    #[cfg(not(all(feature = "gpio", target_os = "linux")))]
+    {
+        Err(Failure::usage(
+            "--pin needs Linux and a build with the `gpio` feature",
+        ))
     }
 }
 
