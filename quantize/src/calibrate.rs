@@ -53,30 +53,8 @@ pub fn calibrate(
     progress: &indicatif::ProgressBar,
 ) -> Result<BTreeMap<String, (f32, f32)>, ExportError> {
     let usage = |m: String| ExportError::Usage(m);
-    let encoder =
-        TextEncoder::from_json(&bundle.tokenizer_json, bundle.manifest.max_seq_len as usize)
-            .map_err(edgebert_runtime::Error::from)?;
-    let (_, pad) = encoder.pad();
-    let rows: Vec<_> = texts
-        .iter()
-        .filter_map(|t| encoder.encode(t).ok())
-        .collect();
-    if rows.is_empty() {
-        return Err(usage("the calibration file has no usable text".into()));
-    }
-    let max = bundle.manifest.max_seq_len as usize;
-    let bucket = |n: usize| {
-        edgebert_runtime::classifier::LENGTH_BUCKETS
-            .iter()
-            .copied()
-            .find(|&b| b >= n)
-            .unwrap_or(max)
-            .min(max)
-    };
-    let mut by_len: BTreeMap<usize, Vec<&edgebert_runtime::text::Encoded>> = BTreeMap::new();
-    for r in &rows {
-        by_len.entry(bucket(r.ids.len())).or_default().push(r);
-    }
+    let (pad, by_len) = by_bucket(bundle, texts, "calibration")?;
+    let rows: Vec<_> = by_len.values().flatten().collect();
     if by_len.len() == 1 && rows.iter().all(|r| r.ids.len() == rows[0].ids.len()) && rows.len() > 1
     {
         return Err(usage(format!(
@@ -106,8 +84,7 @@ pub fn calibrate(
         for (len, group) in &by_len {
             let p = &plans[len];
             for r in group {
-                let batch =
-                    edgebert_runtime::engine::TokenBatch::padded(&[r], *len, i64::from(pad));
+                let batch = edgebert_runtime::engine::TokenBatch::padded(&[r], *len, pad);
                 let outs = run(p, &batch).map_err(|e| usage(format!("calibration: {e:#}")))?;
                 for (s, v) in stats.iter_mut().zip(outs.iter().skip(1)) {
                     let v = v
@@ -137,7 +114,37 @@ pub fn calibrate(
         .collect())
 }
 
-fn plan(
+/// The texts tokenized as on the device and grouped by the length bucket each is padded to;
+/// and the pad id. `what` names the texts in errors.
+pub(crate) fn by_bucket(
+    bundle: &Bundle,
+    texts: &[String],
+    what: &str,
+) -> Result<(i64, BTreeMap<usize, Vec<edgebert_runtime::text::Encoded>>), ExportError> {
+    let max = bundle.manifest.max_seq_len as usize;
+    let encoder = TextEncoder::from_json(&bundle.tokenizer_json, max)
+        .map_err(edgebert_runtime::Error::from)?;
+    let (_, pad) = encoder.pad();
+    let mut by_len: BTreeMap<usize, Vec<_>> = BTreeMap::new();
+    for r in texts.iter().filter_map(|t| encoder.encode(t).ok()) {
+        let len = edgebert_runtime::classifier::LENGTH_BUCKETS
+            .iter()
+            .copied()
+            .find(|&b| b >= r.ids.len())
+            .unwrap_or(max)
+            .min(max);
+        by_len.entry(len).or_default().push(r);
+    }
+    if by_len.is_empty() {
+        return Err(ExportError::Usage(format!(
+            "the {what} file has no usable text"
+        )));
+    }
+    Ok((i64::from(pad), by_len))
+}
+
+/// A batch-1 plan at `len` tokens whose outputs are the logits, then `activations` by name.
+pub(crate) fn plan(
     proto: &ModelProto,
     activations: &[String],
     len: usize,
@@ -159,7 +166,8 @@ fn plan(
     model.into_optimized()?.into_runnable()
 }
 
-fn run(
+/// Runs one padded batch through a [`plan`].
+pub(crate) fn run(
     plan: &Arc<TypedSimplePlan>,
     t: &edgebert_runtime::engine::TokenBatch,
 ) -> TractResult<TVec<TValue>> {

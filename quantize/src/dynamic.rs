@@ -56,6 +56,8 @@ pub struct TensorReport {
     pub node: String,
     /// The weight's initializer name.
     pub weight: String,
+    /// The tensor the node computes (the same name in the f32 and the int8 graph).
+    pub output: String,
     pub shape: Vec<usize>,
     pub f32_bytes: usize,
     pub int8_bytes: usize,
@@ -64,9 +66,11 @@ pub struct TensorReport {
 
 impl TensorReport {
     /// Compares `data` with its quantized form `q`, element `i` scaled by `scales[scale_of(i)]`.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         node: &str,
         weight: &str,
+        output: &str,
         shape: [usize; 2],
         data: &[f32],
         q: &[i8],
@@ -81,6 +85,7 @@ impl TensorReport {
         TensorReport {
             node: node.to_string(),
             weight: weight.to_string(),
+            output: output.to_string(),
             shape: shape.to_vec(),
             f32_bytes: data.len() * 4,
             int8_bytes: q.len() + scales.len() * 4,
@@ -267,6 +272,7 @@ fn quantize(
             reports.push(TensorReport::new(
                 &n.name,
                 &w,
+                &y,
                 [k, cols],
                 &data,
                 &q,
@@ -377,6 +383,7 @@ fn quantize(
             reports.push(TensorReport::new(
                 &n.name,
                 &table,
+                &y,
                 [rows, cols],
                 &data,
                 &q,

@@ -75,7 +75,15 @@ pub struct DynamicSummary {
     pub prune: Option<crate::prune::PruneReport>,
     /// Nodes left in f32 (asked for, or chosen by `--keep-f32 auto`).
     pub kept_f32: Vec<String>,
+    /// Each quantized node's output against f32 on the calibration (else evaluation) texts,
+    /// the logits last; empty when no texts were given.
+    pub activations: Vec<crate::activation::ActivationError>,
+    /// Texts the activation errors were measured on.
+    pub activation_texts: usize,
 }
+
+/// At most this many texts are run through both graphs for the activation-level table.
+pub const ACTIVATION_TEXTS: usize = 200;
 
 impl DynamicSummary {
     /// The per-tensor table as Markdown.
@@ -86,6 +94,20 @@ impl DynamicSummary {
                 "| `{}` | `{}` | {:?} | {} | {} | {:.1} |\n",
                 t.node, t.weight, t.shape, t.f32_bytes, t.int8_bytes, t.sqnr_db
             ));
+        }
+        if !self.activations.is_empty() {
+            s.push_str(&format!(
+                "\nEach quantized node's output, int8 graph against f32 graph, on {} texts \
+                 padded as on the device (logits last):\n\n\
+                 | node | output | SQNR (dB) | relative error |\n|---|---|---|---|\n",
+                self.activation_texts
+            ));
+            for a in &self.activations {
+                s.push_str(&format!(
+                    "| `{}` | `{}` | {:.1} | {:.4} |\n",
+                    a.node, a.tensor, a.sqnr_db, a.relative_error
+                ));
+            }
         }
         if let Some(e) = &self.eval {
             s.push_str(&format!(
@@ -144,7 +166,32 @@ impl DynamicSummary {
                     .collect(),
             }],
         };
-        crate::plot::write_charts(stem, &[chart])
+        let mut charts = vec![chart];
+        if !self.activations.is_empty() {
+            charts.push(crate::plot::Chart {
+                title: format!(
+                    "int8 output error per node on {} texts (higher is better)",
+                    self.activation_texts
+                ),
+                x_label: "node output (layer.part; logits last)".into(),
+                y_label: "SQNR (dB)".into(),
+                categories: self
+                    .activations
+                    .iter()
+                    .map(|a| short_name(&a.node))
+                    .collect(),
+                series: vec![crate::plot::Series {
+                    name: "output SQNR".into(),
+                    points: self
+                        .activations
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| (i as f64, a.sqnr_db.min(99.0)))
+                        .collect(),
+                }],
+            });
+        }
+        crate::plot::write_charts(stem, &charts)
     }
 }
 
@@ -284,6 +331,8 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
             eval: None,
             prune: prune.clone(),
             kept_f32: options.keep_f32.clone(),
+            activations: Vec::new(),
+            activation_texts: 0,
         };
         let needs_bundle = is_bundle(&job.output) || job.eval.is_some();
         let int8_bundle = match (&source_bundle, needs_bundle) {
@@ -351,6 +400,35 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
         break (int8_onnx, int8_bundle, summary);
     };
     summary.kept_f32 = options.keep_f32.clone();
+
+    // The activation-level table: the texts the model was calibrated on, else evaluated on.
+    let texts: Vec<String> = match (&job.calibration, &examples) {
+        (Some(c), _) => read_corpus(&c.texts)?,
+        (None, Some(ex)) => ex.iter().map(|e| e.text.clone()).collect(),
+        (None, None) => Vec::new(),
+    };
+    let texts: Vec<String> = texts
+        .into_iter()
+        .filter(|t| !t.trim().is_empty())
+        .take(ACTIVATION_TEXTS)
+        .collect();
+    if let (Some(f32), false) = (&source_bundle, texts.is_empty()) {
+        let nodes: Vec<(String, String)> = summary
+            .tensors
+            .iter()
+            .filter(|t| !summary.kept_f32.contains(&t.node))
+            .map(|t| (t.node.clone(), t.output.clone()))
+            .collect();
+        let bar = indicatif::ProgressBar::new(0).with_message("comparing activations");
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        summary.activations =
+            crate::activation::activation_errors(f32, &int8_onnx, &nodes, &texts, &bar)?;
+        summary.activation_texts = texts.len();
+        bar.finish_and_clear();
+    }
 
     let mut inputs: Vec<&Path> = vec![&job.input];
     inputs.extend(job.tokenizer.as_deref());

@@ -4,6 +4,7 @@
 //!
 //! Depends on `edgebert-runtime` (bundle format, tract inference) and never the other way round.
 
+pub mod activation;
 pub mod calibrate;
 pub mod checkpoint;
 pub mod data;

@@ -362,6 +362,87 @@ mod guard {
     }
 
     #[test]
+    fn activation_table_compares_every_quantized_output_and_the_logits() {
+        use edgebert_quantize::activation::activation_errors;
+        let m = TinyModel::new();
+        let j = job(&m, "int8.ebm", None);
+        let summary = dynamic_to_file(&j).unwrap();
+        // One row per quantized node, in the same order, and the logits last.
+        assert_eq!(summary.activations.len(), summary.tensors.len() + 1);
+        assert_eq!(summary.activation_texts, 60);
+        for (a, t) in summary.activations.iter().zip(&summary.tensors) {
+            assert_eq!((&a.node, &a.tensor), (&t.node, &t.output));
+            assert!(a.sqnr_db.is_finite() && a.sqnr_db > 10.0, "{a:?}");
+            assert!(a.values > 0);
+        }
+        let logits = summary.activations.last().unwrap();
+        assert_eq!(logits.node, "logits");
+
+        // The logits row, measured independently through the runtime's classifiers.
+        let texts: Vec<String> = std::fs::read_to_string(m.path("eval.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect();
+        let mut f32 = Classifier::open(&m.bundle, ClassifierOptions::default()).unwrap();
+        let mut int8 = Classifier::open(m.path("int8.ebm"), ClassifierOptions::default()).unwrap();
+        let (mut signal, mut noise) = (0f64, 0f64);
+        for t in &texts {
+            let (x, y) = (
+                f32.classify(t).unwrap().logits,
+                int8.classify(t).unwrap().logits,
+            );
+            for (u, v) in x.iter().zip(&y) {
+                signal += f64::from(*u).powi(2);
+                noise += f64::from(u - v).powi(2);
+            }
+        }
+        let expected = 10.0 * (signal / noise).log10();
+        assert!(
+            (logits.sqnr_db - expected).abs() < 1e-3,
+            "logits SQNR {} vs {expected} through the classifiers",
+            logits.sqnr_db
+        );
+
+        // The f32 graph against itself: no error anywhere.
+        let b = Bundle::read(&m.bundle).unwrap();
+        let nodes: Vec<(String, String)> = summary
+            .tensors
+            .iter()
+            .map(|t| (t.node.clone(), t.output.clone()))
+            .collect();
+        let same = activation_errors(
+            &b,
+            &b.onnx,
+            &nodes,
+            &texts,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
+        assert!(same
+            .iter()
+            .all(|a| a.sqnr_db == f64::INFINITY && a.relative_error == 0.0));
+
+        // Reported as Markdown and as a second chart.
+        let md = summary.markdown();
+        assert!(
+            md.contains("| node | output | SQNR (dB) | relative error |"),
+            "{md}"
+        );
+        let written = summary.plot(&m.path("report")).unwrap();
+        let svg = std::fs::read_to_string(
+            written
+                .iter()
+                .find(|p| p.extension().unwrap() == "svg")
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(svg.contains("int8 output error per node on 60 texts"));
+        eprintln!("{md}");
+    }
+
+    #[test]
     fn eval_labels_that_are_not_the_models_are_refused() {
         let m = TinyModel::new();
         let data = m.path("bad.csv");
