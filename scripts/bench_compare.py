@@ -21,8 +21,8 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 LENGTHS = [16, 32, 64, 128]
-ROUNDS = 3
-ITERATIONS = 60
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
+ITERATIONS = int(os.environ.get("BENCH_ITERATIONS", 60))
 AGREEMENT_TEXTS = 400
 
 work, edgebert, test_csv, docs = sys.argv[1:5]
@@ -54,13 +54,17 @@ def feeds(session, ids, mask):
     return {k: v for k, v in f.items() if k in names}
 
 
+SPECIAL = {}  # vocabulary size and [CLS]/[SEP] ids, from the student's tokenizer (set in main)
+
+
 def time_ort(path, threads):
     s = ort_session(path, threads)
     rng = np.random.default_rng(7)
     out = {}
+    v = SPECIAL["vocab"]
     for L in LENGTHS:
-        ids = rng.integers(1000, 20000, size=(1, L), dtype=np.int64)
-        ids[0, 0], ids[0, -1] = 101, 102
+        ids = rng.integers(v // 4, v, size=(1, L), dtype=np.int64)
+        ids[0, 0], ids[0, -1] = SPECIAL["cls"], SPECIAL["sep"]
         f = feeds(s, ids, np.ones_like(ids))
         for _ in range(10):
             s.run(None, f)
@@ -99,7 +103,7 @@ def ort_cold(path, runs=5):
     for _ in range(runs):
         a = time.perf_counter()
         s = ort_session(path, 1)
-        ids = np.array([[101, 2307, 102]], dtype=np.int64)
+        ids = np.array([[SPECIAL["cls"], SPECIAL["vocab"] // 2, SPECIAL["sep"]]], dtype=np.int64)
         s.run(None, feeds(s, ids, np.ones_like(ids)))
         t.append((time.perf_counter() - a) * 1e3)
     return statistics.median(t)
@@ -134,6 +138,9 @@ def edgebert_labels(bundle, items, names):
 def main():
     from tokenizers import Tokenizer
 
+    student_dir = os.path.join(os.path.dirname(os.path.abspath(test_csv)), "..", "student")
+    tok = Tokenizer.from_file(os.path.join(student_dir, "tokenizer.json"))
+    SPECIAL.update(vocab=tok.get_vocab_size(), cls=tok.token_to_id("[CLS]"), sep=tok.token_to_id("[SEP]"))
     variants = []  # (model, engine, precision, runner)
     for m in ["student", "teacher"]:
         f32, ours = os.path.join(work, f"{m}-f32.onnx"), os.path.join(work, f"{m}-int8.onnx")
