@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::classifier::Classifier;
+use crate::engine::OpTime;
 use crate::error::Result;
 
 /// Latency and throughput at one sequence length.
@@ -69,6 +70,70 @@ pub fn measure(
         });
     }
     Ok(out)
+}
+
+/// Where one length's time goes: every operator kind of its plan, most expensive first.
+#[derive(Debug, Clone, Serialize)]
+pub struct LengthProfile {
+    pub tokens: usize,
+    /// Sum over operators: close to one run's latency.
+    pub total_ms: f64,
+    pub ops: Vec<OpTime>,
+}
+
+/// Profiles `runs` single-text runs per length (see [`Classifier::profile`]).
+pub fn profile(
+    classifier: &mut Classifier,
+    lengths: &[usize],
+    runs: usize,
+) -> Result<Vec<LengthProfile>> {
+    let mut out = Vec::new();
+    for &tokens in lengths {
+        let Some(text) = synthetic_text(classifier, tokens) else {
+            continue;
+        };
+        let ops = classifier.profile(&text, runs)?;
+        out.push(LengthProfile {
+            tokens,
+            total_ms: ops.iter().map(|o| o.ms_per_run).sum(),
+            ops,
+        });
+    }
+    Ok(out)
+}
+
+/// A profile as a plain-text table per length, operators below 1% of the time folded into one
+/// line.
+pub fn profile_table(profiles: &[LengthProfile]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for p in profiles {
+        let _ = writeln!(s, "{} tokens: {:.3} ms per run", p.tokens, p.total_ms);
+        let _ = writeln!(s, "  {:<32} {:>5} {:>9} {:>6}", "operator", "nodes", "ms", "share");
+        let (mut rest_nodes, mut rest_ms) = (0, 0.0);
+        for o in &p.ops {
+            if o.ms_per_run < 0.01 * p.total_ms {
+                rest_nodes += o.nodes;
+                rest_ms += o.ms_per_run;
+                continue;
+            }
+            let share = 100.0 * o.ms_per_run / p.total_ms;
+            let _ = writeln!(
+                s,
+                "  {:<32} {:>5} {:>9.3} {share:>5.1}%",
+                o.op, o.nodes, o.ms_per_run
+            );
+        }
+        if rest_nodes > 0 {
+            let share = 100.0 * rest_ms / p.total_ms;
+            let _ = writeln!(
+                s,
+                "  {:<32} {:>5} {:>9.3} {share:>5.1}%",
+                "(others, <1% each)", rest_nodes, rest_ms
+            );
+        }
+    }
+    s
 }
 
 /// The nearest-rank percentile of sorted durations.

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::bundle::Bundle;
-use crate::engine::{Engine, TokenBatch};
+use crate::engine::{Engine, OpTime, TokenBatch};
 use crate::error::{Error, InputError, ModelError, Result};
 use crate::manifest::{Manifest, Provenance, Quantization, TokenizerSettings};
 use crate::text::{Encoded, TextEncoder};
@@ -201,6 +201,15 @@ impl Classifier {
         out.pop()
             .unwrap_or(Err(InputError::Empty))
             .map_err(Error::from)
+    }
+
+    /// Times every operator of the plan that `text` runs through (see [`Engine::profile`]).
+    pub fn profile(&mut self, text: &str, runs: usize) -> Result<Vec<OpTime>> {
+        let encoded = self.encoder.encode(text)?;
+        let len = self.bucket_for(encoded.ids.len());
+        let (_, pad_id) = self.encoder.pad();
+        let batch = TokenBatch::padded(&[&encoded], len, i64::from(pad_id));
+        self.engine.profile(&batch, runs).map_err(Error::Inference)
     }
 
     /// Classifies many texts. A text that cannot be classified gets its own error and does not

@@ -107,7 +107,8 @@ impl Engine {
     /// Parses and checks an ONNX graph: operators tract implements, the HF input names, a
     /// `[batch, n]` logits output. `threads` > 1 runs matrix products on that many threads.
     pub fn load(onnx_bytes: &[u8], threads: usize) -> Result<Engine, ModelError> {
-        let onnx = tract_onnx::onnx();
+        let mut onnx = tract_onnx::onnx();
+        crate::ops::register(&mut onnx.op_register);
         let proto = onnx
             .proto_model_for_read(&mut &onnx_bytes[..])
             .map_err(|e| ModelError::NotOnnx(format!("{e:#}")))?;
@@ -249,13 +250,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs a batch; returns the logits row-major, `[batch, logits]`.
-    pub fn run(&mut self, tokens: &TokenBatch) -> Result<Vec<f32>, String> {
+    fn inputs(&self, tokens: &TokenBatch) -> Result<TVec<TValue>, String> {
         let shape = [tokens.batch, tokens.len];
-        self.prepare(tokens.batch, tokens.len)
-            .map_err(|e| e.to_string())?;
-        let inputs: TVec<TValue> = self
-            .roles
+        self.roles
             .iter()
             .map(|role| {
                 let data = match role {
@@ -266,12 +263,21 @@ impl Engine {
                 Tensor::from_shape(&shape, data).map(|t| t.into_tvalue())
             })
             .collect::<TractResult<_>>()
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Runs a batch; returns the logits row-major, `[batch, logits]`.
+    pub fn run(&mut self, tokens: &TokenBatch) -> Result<Vec<f32>, String> {
+        self.prepare(tokens.batch, tokens.len)
+            .map_err(|e| e.to_string())?;
+        let inputs = self.inputs(tokens)?;
         let state = self
             .plans
             .get_mut(&(tokens.batch, tokens.len))
             .ok_or("no plan")?;
-        let outputs = state.run(inputs).map_err(|e| format!("{e:#}"))?;
+        let outputs = state
+            .run_plan_with_eval(inputs, eval_node)
+            .map_err(|e| format!("{e:#}"))?;
         let view = outputs[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| format!("{e:#}"))?;
@@ -279,6 +285,73 @@ impl Engine {
             return Err(format!("unexpected logits shape {:?}", view.shape()));
         }
         Ok(view.iter().copied().collect())
+    }
+}
+
+/// tract's own node evaluation, followed by [`crate::cpu::clear_upper_state`].
+fn eval_node(
+    ctx: &tract_onnx::tract_core::plan::EvalContext<'_>,
+    op_state: Option<&mut (dyn tract_onnx::tract_core::ops::OpState + 'static)>,
+    node: &TypedNode,
+    input: TVec<TValue>,
+) -> TractResult<TVec<TValue>> {
+    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, input);
+    crate::cpu::clear_upper_state();
+    out
+}
+
+/// Time that one kind of operator of the optimised plan took, from [`Engine::profile`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpTime {
+    /// tract's operator name after optimisation (`EinSum`, `OptMatMul`, `DynamicQuantizeLinearU8`…).
+    pub op: String,
+    /// Nodes of the plan that run this operator.
+    pub nodes: usize,
+    /// Mean milliseconds per run, all its nodes together.
+    pub ms_per_run: f64,
+}
+
+impl Engine {
+    /// Runs a batch `runs` times through its plan (after one untimed run), timing every node;
+    /// returns the time per operator kind, most expensive first. This is tract's own per-node
+    /// evaluation with a clock around it, so the sum is close to one plain run.
+    pub fn profile(&mut self, tokens: &TokenBatch, runs: usize) -> Result<Vec<OpTime>, String> {
+        self.run(tokens)?;
+        let runs = runs.max(1);
+        let mut by_op: HashMap<String, (HashSet<usize>, std::time::Duration)> = HashMap::new();
+        for _ in 0..runs {
+            let inputs = self.inputs(tokens)?;
+            let state = self
+                .plans
+                .get_mut(&(tokens.batch, tokens.len))
+                .ok_or("no plan")?;
+            state
+                .run_plan_with_eval(
+                    inputs,
+                    |ctx: &tract_onnx::tract_core::plan::EvalContext<'_>,
+                     op_state: Option<&mut (dyn tract_onnx::tract_core::ops::OpState + 'static)>,
+                     node: &TypedNode,
+                     input: TVec<TValue>| {
+                        let start = std::time::Instant::now();
+                        let out = eval_node(ctx, op_state, node, input);
+                        let entry = by_op.entry(node.op().name().to_string()).or_default();
+                        entry.0.insert(node.id);
+                        entry.1 += start.elapsed();
+                        out
+                    },
+                )
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        let mut out: Vec<OpTime> = by_op
+            .into_iter()
+            .map(|(op, (nodes, total))| OpTime {
+                op,
+                nodes: nodes.len(),
+                ms_per_run: total.as_secs_f64() * 1e3 / runs as f64,
+            })
+            .collect();
+        out.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
+        Ok(out)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod manifest;
+pub mod ops;
 pub mod serve;
 pub mod text;
 

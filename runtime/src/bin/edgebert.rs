@@ -87,6 +87,9 @@ enum Command {
         /// Runs per length.
         #[arg(long, default_value_t = 50)]
         iterations: usize,
+        /// Time every operator of the plan instead: where the time goes, per length.
+        #[arg(long)]
+        profile: bool,
         #[arg(long)]
         json: bool,
     },
@@ -285,6 +288,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             bundle,
             lengths,
             iterations,
+            profile,
             json,
         } => {
             let start = Instant::now();
@@ -298,6 +302,16 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let first = bench::synthetic_text(&classifier, 16).unwrap_or_else(|| "good".into());
             classifier.classify(&first)?;
             let cold_ms = start.elapsed().as_secs_f64() * 1e3;
+            if profile {
+                let profiles = bench::profile(&mut classifier, &lengths, iterations.max(1))?;
+                if json {
+                    println!("{}", json!({"threads": threads, "runs": iterations, "lengths": profiles}));
+                } else {
+                    println!("threads {threads}, {iterations} runs per length");
+                    print!("{}", bench::profile_table(&profiles));
+                }
+                return Ok(exit::OK);
+            }
             let stats = bench::measure(&mut classifier, &lengths, iterations.max(1))?;
             let rss = bench::peak_rss_kib();
             if json {
