@@ -109,7 +109,11 @@ pub fn profile_table(profiles: &[LengthProfile]) -> String {
     let mut s = String::new();
     for p in profiles {
         let _ = writeln!(s, "{} tokens: {:.3} ms per run", p.tokens, p.total_ms);
-        let _ = writeln!(s, "  {:<32} {:>5} {:>9} {:>6}", "operator", "nodes", "ms", "share");
+        let _ = writeln!(
+            s,
+            "  {:<32} {:>5} {:>9} {:>6}",
+            "operator", "nodes", "ms", "share"
+        );
         let (mut rest_nodes, mut rest_ms) = (0, 0.0);
         for o in &p.ops {
             if o.ms_per_run < 0.01 * p.total_ms {

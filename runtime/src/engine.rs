@@ -329,7 +329,9 @@ impl Engine {
                 .run_plan_with_eval(
                     inputs,
                     |ctx: &tract_onnx::tract_core::plan::EvalContext<'_>,
-                     op_state: Option<&mut (dyn tract_onnx::tract_core::ops::OpState + 'static)>,
+                     op_state: Option<
+                        &mut (dyn tract_onnx::tract_core::ops::OpState + 'static),
+                    >,
                      node: &TypedNode,
                      input: TVec<TValue>| {
                         let start = std::time::Instant::now();

@@ -242,9 +242,7 @@ mod tests {
         let zp = (-min / scale).round_ties_even().clamp(0.0, 255.0) as u8;
         let q = xs
             .iter()
-            .map(|&x| {
-                (((x / scale).round_ties_even() as i32) + zp as i32).clamp(0, 255) as u8
-            })
+            .map(|&x| (((x / scale).round_ties_even() as i32) + zp as i32).clamp(0, 255) as u8)
             .collect();
         (q, scale, zp)
     }
@@ -263,8 +261,16 @@ mod tests {
     fn onnx_examples() {
         // From the ONNX operator documentation.
         let cases: [(&[f32], &[u8], u8); 2] = [
-            (&[0., 2., -3., -2.5, 1.34, 0.5], &[153, 255, 0, 26, 221, 179], 153),
-            (&[-1., -2.1, -1.3, -2.5, -3.34, -4.], &[191, 121, 172, 96, 42, 0], 255),
+            (
+                &[0., 2., -3., -2.5, 1.34, 0.5],
+                &[153, 255, 0, 26, 221, 179],
+                153,
+            ),
+            (
+                &[-1., -2.1, -1.3, -2.5, -3.34, -4.],
+                &[191, 121, 172, 96, 42, 0],
+                255,
+            ),
         ];
         for (xs, want, want_zp) in cases {
             let (scale, zp) = scale_and_zero_point(xs);

@@ -423,6 +423,57 @@ fn bench_reports_every_length_as_json() {
 }
 
 #[test]
+fn bench_profile_lists_operators_per_length() {
+    let m = TinyModel::new();
+    let out = edgebert()
+        .args([
+            "bench",
+            s(&m.bundle),
+            "--profile",
+            "--json",
+            "--iterations",
+            "2",
+            "--lengths",
+            "16,32",
+            "--threads",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lengths = v["lengths"].as_array().unwrap();
+    assert_eq!(lengths.len(), 2);
+    for l in lengths {
+        let ops = l["ops"].as_array().unwrap();
+        assert!(ops
+            .iter()
+            .any(|o| o["op"].as_str().unwrap().contains("MatMul")
+                || o["op"].as_str().unwrap().contains("EinSum")));
+        let sum: f64 = ops.iter().map(|o| o["ms_per_run"].as_f64().unwrap()).sum();
+        assert!((sum - l["total_ms"].as_f64().unwrap()).abs() < 1e-9);
+    }
+    let out = edgebert()
+        .args([
+            "bench",
+            s(&m.bundle),
+            "--profile",
+            "--iterations",
+            "1",
+            "--lengths",
+            "16",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("16 tokens:") && text.contains("share"),
+        "{text}"
+    );
+}
+
+#[test]
 fn quantize_export_writes_onnx_and_bundles_and_refuses_a_bare_model() {
     let m = TinyModel::with(
         &TinySpec {

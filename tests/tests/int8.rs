@@ -86,3 +86,48 @@ fn every_int8_form_runs_close_to_f32() {
         );
     }
 }
+
+#[test]
+fn profile_times_every_node_and_runs_our_dynamic_quantize() {
+    let m = TinyModel::new();
+    let opts = ClassifierOptions::default();
+    let f32_model = Classifier::open(&m.bundle, opts).unwrap();
+    let batch = calibration(&f32_model);
+    let proto = decode(&std::fs::read(&m.onnx).unwrap()).unwrap();
+    let q = quantize(&proto, Form::Dynamic, &batch).unwrap();
+    let dynamic_nodes = q
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type == "DynamicQuantizeLinear")
+        .count();
+    let tokenizer = std::fs::read(m.tokenizer()).unwrap();
+    let labels = vec!["negative".to_string(), "positive".to_string()];
+    let bundle = pack(encode(&q), tokenizer, labels, 64, "int8").unwrap();
+    let mut int8 = Classifier::from_bundle(&bundle, opts).unwrap();
+    let before = int8.classify(TEXTS[2]).unwrap().logits;
+
+    let ops = int8.profile(TEXTS[2], 3).unwrap();
+    let ours = ops
+        .iter()
+        .find(|o| o.op == "DynamicQuantizeU8 (edgebert)")
+        .expect("the runtime's DynamicQuantizeLinear replaces tract's");
+    // tract merges the quantizations of one activation (the graph quantizes it once per MatMul).
+    assert!(
+        (1..=dynamic_nodes).contains(&ours.nodes),
+        "{} of {dynamic_nodes}",
+        ours.nodes
+    );
+    assert!(
+        !ops.iter()
+            .any(|o| o.op.starts_with("DynamicQuantizeLinear")),
+        "{ops:?}"
+    );
+    assert!(ops.iter().all(|o| o.nodes > 0 && o.ms_per_run >= 0.0));
+    assert!(ops.windows(2).all(|w| w[0].ms_per_run >= w[1].ms_per_run));
+    assert!(ops.iter().map(|o| o.ms_per_run).sum::<f64>() > 0.0);
+    // Profiling runs the same plan: the answer afterwards is unchanged.
+    assert_eq!(int8.classify(TEXTS[2]).unwrap().logits, before);
+}

@@ -305,7 +305,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             if profile {
                 let profiles = bench::profile(&mut classifier, &lengths, iterations.max(1))?;
                 if json {
-                    println!("{}", json!({"threads": threads, "runs": iterations, "lengths": profiles}));
+                    println!(
+                        "{}",
+                        json!({"threads": threads, "runs": iterations, "lengths": profiles})
+                    );
                 } else {
                     println!("threads {threads}, {iterations} runs per length");
                     print!("{}", bench::profile_table(&profiles));
