@@ -246,7 +246,8 @@ def write_report(cell, sizes, agreement, cold_ms, rss_mib, ort_cold_ms, bundle_b
              f"Measured by `scripts/bench-compare` on {platform.machine()} ({os.cpu_count()} cores), "
              f"{date or time.strftime('%Y-%m-%d')}: onnxruntime {ort.__version__}, edgebert release build. Batch 1, "
              f"median ms of {ROUNDS} rounds × {ITERATIONS} runs, every engine in turn in each round. "
-             "Ratios are to edgebert int8 in the same row group (>1: slower than edgebert int8).", ""]
+             "Ratios are to edgebert int8 in the same row group (>1: slower than edgebert int8). "
+             "Where the time goes and what was changed to get here: [performance.md](performance.md).", ""]
     for th in thread_settings:
         lines += [f"## {th} thread{'s' if th > 1 else ''}", "",
                   "| model | engine | precision | " + " | ".join(f"p50 {L}" for L in LENGTHS) +
