@@ -359,7 +359,12 @@ def arm_section(cell, student_cfg):
         t32 = [m[L] / (f32 * ghz * 1e9 * eff["f32"][L]) * 1e3 for L in LENGTHS]
         lines.append(f"| {board} | {core} | {ghz} | {how} | " + " / ".join(f"{t:.0f}" for t in t8) +
                      " | " + " / ".join(f"{t:.0f}" for t in t32) + " |")
-    lines += ["", "A Pi owner measures the real figure with the tarball's binary (`scripts/cross-build pi4`, "
+    lines += ["", "Read the int8 against f32 columns of one board with care: they inherit this machine's ratio "
+              "of int8 to f32 efficiency (tract's int8 pass reaches a smaller share of peak here than its f32 "
+              "pass), which need not hold on ARM. As we read Arm's optimisation guides (unverified on hardware): without dotprod (A53, A72) tract's int8 "
+              "products use SMLAL, at most half the multiply-adds per cycle of f32 FMLA on the A72, so there "
+              "int8 buys size and memory traffic rather than arithmetic; with dotprod (A76, Pi 5) SDOT gives "
+              "4× f32's rate.", "", "A Pi owner measures the real figure with the tarball's binary (`scripts/cross-build pi4`, "
               "README \"On a Raspberry Pi\") and pastes it here:", "", "```sh",
               "./edgebert bench --json            # built-in model: p50/p95 per length, cold start, peak RSS",
               "./edgebert bench --threads 1 --json",
