@@ -34,6 +34,14 @@ pub fn synthetic_text(classifier: &Classifier, tokens: usize) -> Option<String> 
     (e.ids.len() == tokens && !e.truncated).then_some(text)
 }
 
+/// The lengths this model can take, each with its synthetic text.
+fn length_texts(classifier: &Classifier, lengths: &[usize]) -> Vec<(usize, String)> {
+    lengths
+        .iter()
+        .filter_map(|&n| synthetic_text(classifier, n).map(|t| (n, t)))
+        .collect()
+}
+
 /// Times `iterations` single-text runs (after one warm-up run) and one batched run per length.
 pub fn measure(
     classifier: &mut Classifier,
@@ -41,10 +49,7 @@ pub fn measure(
     iterations: usize,
 ) -> Result<Vec<LengthStats>> {
     let mut out = Vec::new();
-    for &tokens in lengths {
-        let Some(text) = synthetic_text(classifier, tokens) else {
-            continue;
-        };
+    for (tokens, text) in length_texts(classifier, lengths) {
         classifier.classify(&text)?;
         let mut times: Vec<Duration> = Vec::with_capacity(iterations);
         for _ in 0..iterations.max(1) {
@@ -88,10 +93,7 @@ pub fn profile(
     runs: usize,
 ) -> Result<Vec<LengthProfile>> {
     let mut out = Vec::new();
-    for &tokens in lengths {
-        let Some(text) = synthetic_text(classifier, tokens) else {
-            continue;
-        };
+    for (tokens, text) in length_texts(classifier, lengths) {
         let ops = classifier.profile(&text, runs)?;
         out.push(LengthProfile {
             tokens,

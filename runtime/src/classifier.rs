@@ -206,9 +206,7 @@ impl Classifier {
     /// Times every operator of the plan that `text` runs through (see [`Engine::profile`]).
     pub fn profile(&mut self, text: &str, runs: usize) -> Result<Vec<OpTime>> {
         let encoded = self.encoder.encode(text)?;
-        let len = self.bucket_for(encoded.ids.len());
-        let (_, pad_id) = self.encoder.pad();
-        let batch = TokenBatch::padded(&[&encoded], len, i64::from(pad_id));
+        let batch = self.padded(&[&encoded], self.bucket_for(encoded.ids.len()));
         self.engine.profile(&batch, runs).map_err(Error::Inference)
     }
 
@@ -289,9 +287,13 @@ impl Classifier {
             .unwrap_or(self.manifest.max_seq_len as usize)
     }
 
-    fn run_padded(&mut self, rows: &[&Encoded], len: usize) -> Result<Vec<Prediction>> {
+    fn padded(&self, rows: &[&Encoded], len: usize) -> TokenBatch {
         let (_, pad_id) = self.encoder.pad();
-        let batch = TokenBatch::padded(rows, len, i64::from(pad_id));
+        TokenBatch::padded(rows, len, i64::from(pad_id))
+    }
+
+    fn run_padded(&mut self, rows: &[&Encoded], len: usize) -> Result<Vec<Prediction>> {
+        let batch = self.padded(rows, len);
         let logits = self.engine.run(&batch).map_err(Error::Inference)?;
         Ok(logits
             .chunks(self.engine.logits())

@@ -286,32 +286,7 @@ impl Engine {
         }
         Ok(view.iter().copied().collect())
     }
-}
 
-/// tract's own node evaluation, followed by [`crate::cpu::clear_upper_state`].
-fn eval_node(
-    ctx: &tract_onnx::tract_core::plan::EvalContext<'_>,
-    op_state: Option<&mut (dyn tract_onnx::tract_core::ops::OpState + 'static)>,
-    node: &TypedNode,
-    input: TVec<TValue>,
-) -> TractResult<TVec<TValue>> {
-    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, input);
-    crate::cpu::clear_upper_state();
-    out
-}
-
-/// Time that one kind of operator of the optimised plan took, from [`Engine::profile`].
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct OpTime {
-    /// tract's operator name after optimisation (`EinSum`, `OptMatMul`, `DynamicQuantizeLinearU8`…).
-    pub op: String,
-    /// Nodes of the plan that run this operator.
-    pub nodes: usize,
-    /// Mean milliseconds per run, all its nodes together.
-    pub ms_per_run: f64,
-}
-
-impl Engine {
     /// Runs a batch `runs` times through its plan (after one untimed run), timing every node;
     /// returns the time per operator kind, most expensive first. This is tract's own per-node
     /// evaluation with a clock around it, so the sum is close to one plain run.
@@ -355,6 +330,29 @@ impl Engine {
         out.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
         Ok(out)
     }
+}
+
+/// tract's own node evaluation, followed by [`crate::cpu::clear_upper_state`].
+fn eval_node(
+    ctx: &tract_onnx::tract_core::plan::EvalContext<'_>,
+    op_state: Option<&mut (dyn tract_onnx::tract_core::ops::OpState + 'static)>,
+    node: &TypedNode,
+    input: TVec<TValue>,
+) -> TractResult<TVec<TValue>> {
+    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, input);
+    crate::cpu::clear_upper_state();
+    out
+}
+
+/// Time that one kind of operator of the optimised plan took, from [`Engine::profile`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpTime {
+    /// tract's operator name after optimisation (`EinSum`, `OptMatMul`, `DynamicQuantizeLinearU8`…).
+    pub op: String,
+    /// Nodes of the plan that run this operator.
+    pub nodes: usize,
+    /// Mean milliseconds per run, all its nodes together.
+    pub ms_per_run: f64,
 }
 
 /// Finds the word-embedding table: the constant that a `Gather` indexes with `input_ids`
