@@ -12,9 +12,11 @@
 //! support (read as a scalar by tract before PR #2849). This is the form onnxruntime's
 //! `quantize_dynamic` writes, and tract turns `MatMulInteger` into an i32-accumulating int8 EinSum.
 //!
-//! The word-embedding table (a `Gather` on `input_ids`) is stored int8 per row, with a per-row
-//! scale gathered alongside and applied after the lookup. LayerNorm, softmax, GELU and the
-//! attention products (no constant operand) stay f32.
+//! Constant tables read by rows (64 rows or more) are stored int8 per row, with a per-row scale looked
+//! up alongside by the same `Gather` or `Slice` and applied after it: the word embeddings (a
+//! `Gather` on `input_ids`), and the position table (our exporter `Slice`s its first rows;
+//! PyTorch's exporter `Gather`s them). LayerNorm, softmax, GELU and the attention products (no
+//! constant operand) stay f32.
 
 use std::collections::{HashMap, HashSet};
 
@@ -42,9 +44,9 @@ pub enum QuantizeError {
 /// What to quantize.
 #[derive(Debug, Clone, Default)]
 pub struct DynamicOptions {
-    /// Node names (MatMul nodes, or the embedding Gather) to leave in f32.
+    /// Node names (MatMul nodes, or an embedding Gather/Slice) to leave in f32.
     pub keep_f32: Vec<String>,
-    /// Leave the word-embedding table in f32.
+    /// Leave the embedding tables (words, positions) in f32.
     pub keep_embeddings_f32: bool,
 }
 
@@ -206,6 +208,10 @@ pub fn activation_inputs(
     Ok(out)
 }
 
+/// Tables with fewer rows stay f32 (BERT's 2-row token-type table): the bytes saved would not
+/// pay for three more nodes.
+const MIN_TABLE_ROWS: i64 = 64;
+
 fn quantize(
     model: &ModelProto,
     options: &DynamicOptions,
@@ -229,18 +235,38 @@ fn quantize(
         .filter(|n| n.op_type == "MatMul" && n.input.len() == 2 && is_weight(&n.input[1]))
         .map(|n| n.name.clone())
         .collect();
-    let embedding = graph
+    // Constant tables read by rows: a `Gather` along axis 0 (word embeddings, and the position /
+    // token-type lookups of other exporters) or a `Slice` along axis 0 (our position table).
+    let axis_zero = |name: &str| {
+        initializers.get(name).is_some_and(|t| {
+            let v: Vec<i64> = if t.raw_data.is_empty() {
+                t.int64_data.clone()
+            } else {
+                t.raw_data
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                    .collect()
+            };
+            t.data_type == DataType::Int64 as i32 && v == [0]
+        })
+    };
+    let tables: HashSet<String> = graph
         .node
         .iter()
-        .find(|n| {
-            n.op_type == "Gather"
-                && n.input.len() == 2
-                && n.input[1] == "input_ids"
-                && is_weight(&n.input[0])
+        .filter(|n| match n.op_type.as_str() {
+            "Gather" => {
+                n.input.len() == 2
+                    && n.attribute.iter().all(|a| a.name != "axis" || a.i == 0)
+                    && is_weight(&n.input[0])
+            }
+            "Slice" => n.input.len() >= 4 && axis_zero(&n.input[3]) && is_weight(&n.input[0]),
+            _ => false,
         })
-        .map(|n| n.name.clone());
+        .filter(|n| initializers[&n.input[0]].dims[0] >= MIN_TABLE_ROWS)
+        .map(|n| n.name.clone())
+        .collect();
     for keep in &options.keep_f32 {
-        if !matmuls.contains(keep) && embedding.as_ref() != Some(keep) {
+        if !matmuls.contains(keep) && !tables.contains(keep) {
             return Err(QuantizeError::UnknownKeep(keep.clone()));
         }
     }
@@ -365,11 +391,11 @@ fn quantize(
                 &[&acc_f, &both],
                 &[&y],
             ));
-        } else if embedding.as_ref() == Some(&n.name)
+        } else if tables.contains(&n.name)
             && !options.keep_embeddings_f32
             && !keep.contains(&n.name)
         {
-            let (table, ids, y) = (n.input[0].clone(), n.input[1].clone(), n.output[0].clone());
+            let (table, y) = (n.input[0].clone(), n.output[0].clone());
             let t = &initializers[&table];
             let (rows, cols) = (t.dims[0] as usize, t.dims[1] as usize);
             let data = f32_data(t)?;
@@ -410,19 +436,17 @@ fn quantize(
                 format!("{name}_quantized_cast"),
                 format!("{name}_scale"),
             );
-            new_nodes.push(node(
-                "Gather",
-                format!("{name}_quant"),
-                &[&tq, &ids],
-                &[&gq],
-            ));
+            // The same lookup (Gather or Slice, same indices) on the int8 rows and on the scales.
+            let lookup = |data: &str, out: &str, suffix: &str| {
+                let mut l = n.clone();
+                l.name = format!("{name}_{suffix}");
+                l.input[0] = data.to_string();
+                l.output = vec![out.to_string()];
+                l
+            };
+            new_nodes.push(lookup(&tq, &gq, "quant"));
             new_nodes.push(cast(format!("{name}_cast"), &gq, &gf, DataType::Float));
-            new_nodes.push(node(
-                "Gather",
-                format!("{name}_scale_gather"),
-                &[&ts, &ids],
-                &[&gs],
-            ));
+            new_nodes.push(lookup(&ts, &gs, "scale_lookup"));
             new_nodes.push(node(
                 "Mul",
                 format!("{name}_dequantize"),

@@ -29,6 +29,8 @@ pub struct DynamicJob {
     /// Prune the vocabulary to what this corpus uses (plain text lines, or the `text` column of a
     /// CSV/TSV/JSON-lines file) before quantizing.
     pub prune_vocab: Option<PathBuf>,
+    /// Without a corpus: cut only the pieces the tokenizer can never produce (lossless).
+    pub trim_vocab: bool,
     /// Static int8: activation ranges calibrated on these texts; `None`: dynamic.
     pub calibration: Option<Calibration>,
 }
@@ -68,8 +70,11 @@ impl EvalReport {
 /// What a quantization job did.
 #[derive(Debug, Clone)]
 pub struct DynamicSummary {
+    /// The f32 graph that was quantized (after pruning, when pruned).
     pub f32_bytes: usize,
     pub int8_bytes: usize,
+    /// The int8 bundle's bytes (graph, tokenizer, manifest), when one was made.
+    pub bundle_bytes: Option<usize>,
     pub tensors: Vec<TensorReport>,
     pub eval: Option<EvalReport>,
     pub prune: Option<crate::prune::PruneReport>,
@@ -127,23 +132,42 @@ impl DynamicSummary {
         if !self.kept_f32.is_empty() {
             s.push_str(&format!("\nKept in f32: {}.\n", self.kept_f32.join(", ")));
         }
+        let how = match self.prune.as_ref().map(|p| p.corpus_lines) {
+            Some(Some(lines)) => format!("pruned to the {lines} corpus lines' pieces"),
+            Some(None) => "trimmed (every text tokenizes as before)".into(),
+            None => String::new(),
+        };
         if let Some(p) = &self.prune {
             s.push_str(&format!(
-                "\nVocabulary pruned to the {} corpus lines' pieces: {} → {} embedding rows, \
-                 f32 graph {} → {} bytes.\n",
-                p.corpus_lines,
-                p.rows_before,
-                p.rows_after,
-                p.onnx_bytes_before,
-                p.onnx_bytes_after
+                "\nVocabulary {how}: {} → {} embedding rows ({} pieces the tokenizer can never \
+                 produce among those cut), f32 graph {} → {} bytes.\n",
+                p.rows_before, p.rows_after, p.unreachable, p.onnx_bytes_before, p.onnx_bytes_after
             ));
         }
+        let original = self
+            .prune
+            .as_ref()
+            .map_or(self.f32_bytes, |p| p.onnx_bytes_before);
+        let share = |n: usize| 100.0 * n as f64 / original.max(1) as f64;
         s.push_str(&format!(
             "\nGraph: {} → {} bytes ({:.1}%).\n",
             self.f32_bytes,
             self.int8_bytes,
             100.0 * self.int8_bytes as f64 / self.f32_bytes.max(1) as f64
         ));
+        if self.prune.is_some() {
+            s.push_str(&format!(
+                "Of the original f32 graph ({original} bytes): int8 graph {:.1}%.\n",
+                share(self.int8_bytes)
+            ));
+        }
+        if let Some(b) = self.bundle_bytes {
+            s.push_str(&format!(
+                "Bundle (graph, tokenizer, manifest): {b} bytes, {:.1}% of the original f32 \
+                 graph.\n",
+                share(b)
+            ));
+        }
         s
     }
 }
@@ -215,6 +239,7 @@ pub fn short_name(node: &str) -> String {
         "pooler" | "pooler/dense" => "pool",
         "classifier" => "cls",
         "embeddings/word" => "emb",
+        "embeddings/position" => "pos",
         other => other,
     };
     format!("{layer}{part}")
@@ -245,18 +270,20 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
     };
     // Pruning happens on the f32 model; the guard below compares the original f32 model with
     // the pruned int8 one, so it covers both losses.
-    let (source_bundle, prune) = match (&job.prune_vocab, &f32_bundle) {
-        (Some(corpus), Some(b)) => {
-            let (pruned, report) = crate::prune::prune_vocab(b, &read_corpus(corpus)?)?;
+    let corpus = job.prune_vocab.as_deref().map(read_corpus).transpose()?;
+    let (source_bundle, prune) = match (&corpus, job.trim_vocab, &f32_bundle) {
+        (None, false, _) => (f32_bundle.clone(), None),
+        (_, _, Some(b)) => {
+            let (pruned, report) = crate::prune::prune_vocab(b, corpus.as_deref())?;
             (Some(pruned), Some(report))
         }
-        (Some(_), None) => {
+        (_, _, None) => {
             return Err(ExportError::Usage(
-                "--prune-vocab needs the tokenizer: give a bundle, or --tokenizer and --labels"
+                "--prune-vocab and --trim-vocab need the tokenizer: give a bundle, or \
+                 --tokenizer and --labels"
                     .into(),
             ))
         }
-        (None, _) => (f32_bundle.clone(), None),
     };
     let f32_onnx = match &source_bundle {
         Some(b) => b.onnx.clone(),
@@ -327,6 +354,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
         let mut summary = DynamicSummary {
             f32_bytes: f32_onnx.len(),
             int8_bytes: int8_onnx.len(),
+            bundle_bytes: None,
             tensors,
             eval: None,
             prune: prune.clone(),
@@ -448,14 +476,36 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
                 set_metric(m, "f32_int8_agreement", e.agreement);
                 set_metric(m, "eval_examples", e.f32.examples as f64);
             }
+            summary.bundle_bytes = Some(b.to_bytes().len());
             b.write(&job.output, &inputs)?;
         }
-        _ => edgebert_runtime::fsutil::write_atomic(&job.output, &int8_onnx, &inputs)?,
+        _ => write_onnx(&job.output, &int8_onnx, &source_bundle, &prune, &inputs)?,
     }
     if let Some(path) = &job.onnx_out {
-        edgebert_runtime::fsutil::write_atomic(path, &int8_onnx, &inputs)?;
+        write_onnx(path, &int8_onnx, &source_bundle, &prune, &inputs)?;
     }
     Ok(summary)
+}
+
+/// Writes a plain ONNX output; when the vocabulary was cut, the renumbered tokenizer goes beside
+/// it as `NAME.tokenizer.json` (the original tokenizer no longer matches the graph's rows).
+fn write_onnx(
+    path: &Path,
+    onnx: &[u8],
+    source: &Option<Bundle>,
+    prune: &Option<crate::prune::PruneReport>,
+    inputs: &[&Path],
+) -> Result<(), ExportError> {
+    edgebert_runtime::fsutil::write_atomic(path, onnx, inputs)?;
+    if let (Some(b), Some(_)) = (source, prune) {
+        let tokenizer = path.with_extension("tokenizer.json");
+        edgebert_runtime::fsutil::write_atomic(&tokenizer, &b.tokenizer_json, inputs)?;
+        eprintln!(
+            "the vocabulary was cut: its tokenizer is {}",
+            tokenizer.display()
+        );
+    }
+    Ok(())
 }
 
 /// Lines of a corpus: the `text` column of a CSV/TSV/JSON-lines file, else each line.

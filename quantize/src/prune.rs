@@ -5,6 +5,10 @@
 //! Most of a small BERT's bytes are its 30k-row word-embedding table; a task's corpus uses a
 //! fraction of it. A text whose pieces were all kept gets exactly the same ids (renumbered) and
 //! so exactly the same logits; a word whose pieces were cut is split into smaller kept pieces.
+//!
+//! Without a corpus, only the pieces the tokenizer can never produce are cut (trimming): BERT's
+//! 994 `[unusedN]` and the `##` forms of punctuation and CJK characters, 1,331 of
+//! all-MiniLM-L6-v2's 30,522 rows. Every text then gets the same pieces, so the same logits.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,7 +23,10 @@ use crate::onnx;
 /// What pruning did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PruneReport {
-    pub corpus_lines: usize,
+    /// Lines of the corpus that tokenized (`None`: trimmed without a corpus).
+    pub corpus_lines: Option<usize>,
+    /// Pieces dropped because the tokenizer can never produce them.
+    pub unreachable: usize,
     pub rows_before: usize,
     pub rows_after: usize,
     /// Bytes of the f32 ONNX before and after.
@@ -31,10 +38,11 @@ fn unsupported(m: impl Into<String>) -> ExportError {
     ExportError::Unsupported(format!("vocabulary pruning: {}", m.into()))
 }
 
-/// Prunes an f32 bundle's vocabulary to what `corpus` uses.
+/// Prunes an f32 bundle's vocabulary to what `corpus` uses, or, without a corpus, cuts only the
+/// pieces its tokenizer can never produce.
 pub fn prune_vocab(
     bundle: &Bundle,
-    corpus: &[String],
+    corpus: Option<&[String]>,
 ) -> Result<(Bundle, PruneReport), ExportError> {
     let mut tok: Value = serde_json::from_slice(&bundle.tokenizer_json)
         .map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
@@ -46,10 +54,10 @@ pub fn prune_vocab(
     }
     let vocab: BTreeMap<String, u32> = serde_json::from_value(tok["model"]["vocab"].clone())
         .map_err(|e| unsupported(format!("tokenizer vocab: {e}")))?;
-    let mut keep: BTreeSet<u32> = BTreeSet::new();
-    // Special and added tokens, the unknown token, single characters and their ## forms.
+    // Special and added tokens and the unknown token stay, whatever they look like.
+    let mut special: BTreeSet<u32> = BTreeSet::new();
     if let Some(added) = tok["added_tokens"].as_array() {
-        keep.extend(
+        special.extend(
             added
                 .iter()
                 .filter_map(|t| t["id"].as_u64().map(|i| i as u32)),
@@ -59,26 +67,44 @@ pub fn prune_vocab(
         .as_str()
         .and_then(|u| vocab.get(u))
     {
-        keep.insert(*unk);
+        special.insert(*unk);
     }
-    for (piece, &id) in &vocab {
-        if piece.strip_prefix("##").unwrap_or(piece).chars().count() == 1 {
-            keep.insert(id);
+    let prefix = tok["model"]["continuing_subword_prefix"]
+        .as_str()
+        .unwrap_or("##")
+        .to_string();
+    let unreachable = unreachable_pieces(&bundle.tokenizer_json, &vocab, &prefix, &special)?;
+    let mut keep: BTreeSet<u32> = special.clone();
+    let lines = match corpus {
+        None => {
+            keep.extend(vocab.values().filter(|id| !unreachable.contains(id)));
+            None
         }
-    }
-    // What the corpus uses.
-    let encoder = TextEncoder::from_json(&bundle.tokenizer_json, 1 << 20)
-        .map_err(edgebert_runtime::Error::from)?;
-    let mut lines = 0;
-    for line in corpus {
-        if let Ok(e) = encoder.encode(line) {
-            keep.extend(e.ids.iter().map(|&i| i as u32));
-            lines += 1;
+        Some(corpus) => {
+            // Single characters and their ## forms, so any text still tokenizes without [UNK].
+            for (piece, &id) in &vocab {
+                if piece.strip_prefix(&prefix).unwrap_or(piece).chars().count() == 1
+                    && !unreachable.contains(&id)
+                {
+                    keep.insert(id);
+                }
+            }
+            // What the corpus uses.
+            let encoder = TextEncoder::from_json(&bundle.tokenizer_json, 1 << 20)
+                .map_err(edgebert_runtime::Error::from)?;
+            let mut lines = 0;
+            for line in corpus {
+                if let Ok(e) = encoder.encode(line) {
+                    keep.extend(e.ids.iter().map(|&i| i as u32));
+                    lines += 1;
+                }
+            }
+            if lines == 0 {
+                return Err(ExportError::Usage("the pruning corpus has no text".into()));
+            }
+            Some(lines)
         }
-    }
-    if lines == 0 {
-        return Err(ExportError::Usage("the pruning corpus has no text".into()));
-    }
+    };
     let new_id: BTreeMap<u32, u32> = keep
         .iter()
         .enumerate()
@@ -177,10 +203,55 @@ pub fn prune_vocab(
     pruned.manifest.provenance = m.provenance.clone();
     let report = PruneReport {
         corpus_lines: lines,
+        unreachable: unreachable.len(),
         rows_before: rows,
         rows_after: keep.len(),
         onnx_bytes_before: bundle.onnx.len(),
         onnx_bytes_after: pruned.onnx.len(),
     };
     Ok((pruned, report))
+}
+
+/// Ids of the pieces this tokenizer can never produce. WordPiece only picks pieces inside the
+/// words that the normalizer and pre-tokenizer make, so a piece (for a continuation, `a` followed
+/// by it) that normalization changes or pre-tokenization splits is never picked: `[unused0]`
+/// (split at the brackets), `##!` and `##中` (punctuation and CJK characters are always words
+/// of their own), accented pieces under accent stripping. Special tokens are never counted.
+fn unreachable_pieces(
+    tokenizer_json: &[u8],
+    vocab: &BTreeMap<String, u32>,
+    prefix: &str,
+    special: &BTreeSet<u32>,
+) -> Result<BTreeSet<u32>, ExportError> {
+    use tokenizers::{
+        Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
+    };
+    let tk = Tokenizer::from_bytes(tokenizer_json)
+        .map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
+    let one_word = |s: &str| -> Result<bool, ExportError> {
+        let fail = |e: tokenizers::Error| unsupported(format!("tokenizer: {e}"));
+        let mut pre = PreTokenizedString::from(s);
+        if let Some(n) = tk.get_normalizer() {
+            pre.normalize(|ns| n.normalize(ns)).map_err(fail)?;
+        }
+        if let Some(p) = tk.get_pre_tokenizer() {
+            p.pre_tokenize(&mut pre).map_err(fail)?;
+        }
+        let words = pre.get_splits(OffsetReferential::Original, OffsetType::Byte);
+        Ok(words.len() == 1 && words[0].0 == s)
+    };
+    let mut out = BTreeSet::new();
+    for (piece, &id) in vocab {
+        if special.contains(&id) {
+            continue;
+        }
+        let probe = match piece.strip_prefix(prefix) {
+            Some(rest) if !rest.is_empty() => format!("a{rest}"),
+            _ => piece.clone(),
+        };
+        if !one_word(&probe)? {
+            out.insert(id);
+        }
+    }
+    Ok(out)
 }

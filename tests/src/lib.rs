@@ -29,6 +29,8 @@ pub struct TinySpec {
     pub activation: String,
     /// Rows of the word-embedding table; defaults to the tokenizer's vocabulary size.
     pub vocab_rows: Option<usize>,
+    /// Pieces appended to the tiny vocabulary (after [`WORDS`]).
+    pub extra_vocab: Vec<String>,
 }
 
 impl Default for TinySpec {
@@ -44,6 +46,7 @@ impl Default for TinySpec {
             bare: false,
             activation: "gelu".into(),
             vocab_rows: None,
+            extra_vocab: Vec::new(),
         }
     }
 }
@@ -57,6 +60,11 @@ const WORDS: &[&str] = &[
 
 /// The tiny vocabulary: `[PAD] [UNK] [CLS] [SEP] [MASK]`, a–z, ##a–##z, 0–9, then [`WORDS`].
 pub fn vocab() -> Vec<String> {
+    vocab_with(&[])
+}
+
+/// [`vocab`] followed by `extra`.
+pub fn vocab_with(extra: &[String]) -> Vec<String> {
     let mut v: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         .iter()
         .map(|s| s.to_string())
@@ -65,12 +73,18 @@ pub fn vocab() -> Vec<String> {
     v.extend(('a'..='z').map(|c| format!("##{c}")));
     v.extend(('0'..='9').map(|c| c.to_string()));
     v.extend(WORDS.iter().map(|s| s.to_string()));
+    v.extend(extra.iter().cloned());
     v
 }
 
 /// A HF tokenizer.json for [`vocab`]: uncased BERT WordPiece, as HF writes it.
 pub fn tokenizer_json() -> String {
-    let vocab = vocab();
+    tokenizer_json_with(&[])
+}
+
+/// [`tokenizer_json`] for [`vocab_with`]`(extra)`.
+pub fn tokenizer_json_with(extra: &[String]) -> String {
+    let vocab = vocab_with(extra);
     let ids: BTreeMap<&str, usize> = vocab
         .iter()
         .enumerate()
@@ -129,7 +143,9 @@ impl Rng {
 /// Writes config.json, model.safetensors and tokenizer.json for `spec` into `dir`.
 pub fn write_checkpoint(dir: &Path, spec: &TinySpec) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let vocab_rows = spec.vocab_rows.unwrap_or(vocab().len());
+    let vocab_rows = spec
+        .vocab_rows
+        .unwrap_or(vocab_with(&spec.extra_vocab).len());
     let (h, i) = (spec.hidden, spec.intermediate);
     let mut rng = Rng::new(spec.seed);
     let p = if spec.bare { "" } else { "bert." };
@@ -247,7 +263,10 @@ pub fn write_checkpoint(dir: &Path, spec: &TinySpec) -> Result<()> {
         dir.join("config.json"),
         serde_json::to_string_pretty(&config)?,
     )?;
-    std::fs::write(dir.join("tokenizer.json"), tokenizer_json())?;
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        tokenizer_json_with(&spec.extra_vocab),
+    )?;
     Ok(())
 }
 

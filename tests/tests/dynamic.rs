@@ -67,12 +67,33 @@ fn dynamic_int8_runs_close_to_f32_and_shrinks() {
             .count(),
         10
     );
-    assert_eq!(report.len(), 15, "14 MatMuls and the embedding table");
+    assert_eq!(
+        report.len(),
+        16,
+        "14 MatMuls and the word and position tables"
+    );
+    // The position table is read by a Slice: the int8 rows and their scales are sliced alike.
+    let slices: Vec<&str> = q
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Slice" && n.name.starts_with("/embeddings/position"))
+        .map(|n| n.input[0].as_str())
+        .collect();
+    assert_eq!(
+        slices,
+        [
+            "bert.embeddings.position_embeddings.weight_quantized",
+            "bert.embeddings.position_embeddings.weight_row_scale"
+        ]
+    );
     assert!(report.iter().all(|r| r.sqnr_db > 30.0), "{report:?}");
 
     let q_bytes = encode(&q);
     let ratio = q_bytes.len() as f64 / f32_bytes.len() as f64;
-    // Position embeddings, LayerNorms and biases stay f32: on a model this small they are a
+    // LayerNorms, biases and the token-type table stay f32: on a model this small they are a
     // large share, so the whole file shrinks less than the quantized tensors (each ~4×).
     assert!(ratio < 0.5, "int8 graph is {ratio:.2} of f32");
     for r in &report {
@@ -121,7 +142,7 @@ fn keep_f32_leaves_named_nodes_alone_and_refuses_unknown_names() {
         },
     )
     .unwrap();
-    assert_eq!(report.len(), 13);
+    assert_eq!(report.len(), 14);
     let graph = q.graph.as_ref().unwrap();
     assert!(graph
         .node
@@ -209,6 +230,7 @@ mod guard {
                 max_drop,
             }),
             prune_vocab: None,
+            trim_vocab: false,
             calibration: None,
         }
     }

@@ -54,7 +54,7 @@ enum Command {
         metric: Vec<(String, f64)>,
     },
     /// Quantize an ONNX model or bundle to int8: weights of every MatMul with a constant weight
-    /// (per output channel) and the word embeddings (per row); activations at run time.
+    /// (per output channel) and the embedding tables (per row); activations at run time.
     Dynamic {
         #[command(flatten)]
         q: QuantizeArgs,
@@ -93,11 +93,11 @@ struct QuantizeArgs {
     /// Maximum sequence length, when an ONNX input is written as a bundle.
     #[arg(long, default_value_t = 128)]
     max_len: usize,
-    /// Node names to keep in f32 (MatMul nodes or the embedding Gather), or `auto`: keep the
+    /// Node names to keep in f32 (MatMul nodes or an embedding Gather/Slice), or `auto`: keep the
     /// tensors with the worst int8 error in f32, one by one, until --max-drop holds.
     #[arg(long, value_delimiter = ',')]
     keep_f32: Vec<String>,
-    /// Keep the word-embedding table in f32.
+    /// Keep the embedding tables (words, positions) in f32.
     #[arg(long)]
     keep_embeddings_f32: bool,
     /// Write the per-tensor table (and the evaluation) as Markdown here.
@@ -119,6 +119,11 @@ struct QuantizeArgs {
     /// characters): text lines, or the `text` column of a CSV/TSV/JSON-lines file.
     #[arg(long)]
     prune_vocab: Option<PathBuf>,
+    /// Cut only the word pieces the tokenizer can never produce (BERT's `[unusedN]`, `##` forms
+    /// of punctuation and CJK characters): every text tokenizes as before, the table shrinks.
+    /// Token ids are renumbered, so a plain ONNX output gets its own NAME.tokenizer.json.
+    #[arg(long, conflicts_with = "prune_vocab")]
+    trim_vocab: bool,
 }
 
 /// Exit code when the int8 model lost more accuracy than --max-drop allows.
@@ -214,6 +219,7 @@ impl QuantizeArgs {
             options,
             eval,
             prune_vocab: self.prune_vocab,
+            trim_vocab: self.trim_vocab,
             calibration,
         };
         quantize(job, self.labels, self.report)
