@@ -32,6 +32,8 @@ pub enum BundleError {
     Checksum { stored: u32, computed: u32 },
     #[error("corrupt manifest: {0}")]
     Manifest(String),
+    #[error("corrupt tokenizer section (it does not inflate): {0}")]
+    Tokenizer(String),
 }
 
 /// A model, tokenizer and label set that cannot work together.

@@ -168,7 +168,7 @@ fn corrupt_bundles_exit_two_with_one_line() {
             "newer.ebm",
             {
                 let mut b = bytes.clone();
-                b[8] = 2;
+                b[8] = 3;
                 b
             },
             "newer",
@@ -250,7 +250,14 @@ fn plain_onnx_with_tokenizer_and_labels_runs_and_packs() {
     assert_eq!(info["manifest"]["task"], "sentiment");
     assert_eq!(info["manifest"]["labels"][1], "positive");
     assert_eq!(info["manifest"]["tokenizer"]["lowercase"], true);
-    assert_eq!(info["format_version"], 1);
+    assert_eq!(info["format_version"], 2);
+    let tokenizer_json = std::fs::read(m.tokenizer()).unwrap().len();
+    assert_eq!(info["bytes"]["tokenizer"], tokenizer_json, "inflated");
+    assert!(
+        info["bytes"]["total"].as_u64().unwrap()
+            < (info["bytes"]["onnx"].as_u64().unwrap() + tokenizer_json as u64),
+        "the tokenizer is stored deflated: {info}"
+    );
     let out = edgebert().args(["info", s(&packed)]).output().unwrap();
     assert!(stdout(&out).contains("negative, positive"));
 

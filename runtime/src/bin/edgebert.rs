@@ -251,22 +251,20 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Info { bundle, json } => {
-            let (b, bytes) = match &bundle {
-                Some(path) => (
-                    Bundle::read(path)?,
-                    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-                ),
-                None => {
-                    let raw = built_in()?;
-                    (
-                        Bundle::from_bytes(raw).map_err(edgebert_runtime::Error::from)?,
-                        raw.len() as u64,
-                    )
-                }
+            let raw = match &bundle {
+                Some(path) => std::fs::read(path).ok(),
+                None => Some(built_in()?.to_vec()),
             };
+            let b = match (&bundle, &raw) {
+                (Some(path), _) => Bundle::read(path)?,
+                (None, raw) => Bundle::from_bytes(raw.as_deref().unwrap_or_default())
+                    .map_err(edgebert_runtime::Error::from)?,
+            };
+            let bytes = raw.as_ref().map_or(0, Vec::len);
+            let version = raw.as_deref().and_then(Bundle::version_of).unwrap_or(0);
             if json {
                 let v = json!({
-                    "format_version": edgebert_runtime::bundle::FORMAT_VERSION,
+                    "format_version": version,
                     "manifest": b.manifest,
                     "bytes": {"total": bytes, "tokenizer": b.tokenizer_json.len(), "onnx": b.onnx.len()},
                 });
@@ -274,12 +272,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             } else {
                 print!("{}", b.manifest.describe());
                 println!(
-                    "{:<15} {} bytes (model {}, tokenizer {}), format v{}",
+                    "{:<15} {} bytes (model {}, tokenizer {} inflated), format v{}",
                     "size",
                     bytes,
                     b.onnx.len(),
                     b.tokenizer_json.len(),
-                    edgebert_runtime::bundle::FORMAT_VERSION
+                    version
                 );
             }
             Ok(exit::OK)
