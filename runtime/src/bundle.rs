@@ -19,6 +19,7 @@
 //! edgebert is refused by name rather than misread. Version 2 deflates the tokenizer (BERT's
 //! 30k-piece vocabulary as JSON: 440 KB → about 170 KB); version 1 files still read.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use crate::error::{BundleError, Error, Result};
@@ -61,6 +62,17 @@ impl Bundle {
 
     /// Parses and checks a bundle held in memory.
     pub fn from_bytes(bytes: &[u8]) -> Result<Bundle, BundleError> {
+        let b = Bundle::parse(bytes)?;
+        Ok(Bundle {
+            manifest: b.manifest,
+            tokenizer_json: b.tokenizer_json.into_owned(),
+            onnx: b.onnx.to_vec(),
+        })
+    }
+
+    /// Parses and checks a bundle held in memory without copying its model: the view borrows
+    /// the ONNX bytes (and a version 1 tokenizer) from `bytes`.
+    pub fn parse(bytes: &[u8]) -> Result<BundleRef<'_>, BundleError> {
         let sections = Sections::parse(bytes)?;
         let body_end = bytes.len() - CHECKSUM_LEN;
         let stored = u32::from_le_bytes(read_array(bytes, body_end));
@@ -71,18 +83,20 @@ impl Bundle {
         let manifest: Manifest = postcard::from_bytes(sections.manifest)
             .map_err(|e| BundleError::Manifest(e.to_string()))?;
         let tokenizer_json = if sections.version >= 2 {
-            miniz_oxide::inflate::decompress_to_vec_with_limit(
-                sections.tokenizer,
-                MAX_TOKENIZER_BYTES,
+            Cow::Owned(
+                miniz_oxide::inflate::decompress_to_vec_with_limit(
+                    sections.tokenizer,
+                    MAX_TOKENIZER_BYTES,
+                )
+                .map_err(|e| BundleError::Tokenizer(format!("{:?}", e.status)))?,
             )
-            .map_err(|e| BundleError::Tokenizer(format!("{:?}", e.status)))?
         } else {
-            sections.tokenizer.to_vec()
+            Cow::Borrowed(sections.tokenizer)
         };
-        Ok(Bundle {
+        Ok(BundleRef {
             manifest,
             tokenizer_json,
-            onnx: sections.onnx.to_vec(),
+            onnx: sections.onnx,
         })
     }
 
@@ -119,6 +133,15 @@ impl Bundle {
     pub fn write(&self, path: impl AsRef<Path>, inputs: &[&Path]) -> Result<()> {
         fsutil::write_atomic(path.as_ref(), &self.to_bytes(), inputs)
     }
+}
+
+/// A checked bundle that borrows its model from the bytes it was parsed from
+/// ([`Bundle::parse`]): loading the built-in model this way keeps one copy of it, not two.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BundleRef<'a> {
+    pub manifest: Manifest,
+    pub tokenizer_json: Cow<'a, [u8]>,
+    pub onnx: &'a [u8],
 }
 
 /// The three sections of a bundle, borrowed from its bytes.

@@ -91,19 +91,41 @@ impl std::fmt::Debug for ObserverSlot {
 impl Classifier {
     /// Reads a bundle file and prepares it.
     pub fn open(path: impl AsRef<Path>, options: ClassifierOptions) -> Result<Classifier> {
-        Classifier::from_bundle(&Bundle::read(path)?, options)
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
+        Classifier::from_bundle_bytes(&bytes, options)
+    }
+
+    /// Checks and prepares a bundle held in memory (the built-in model), without copying its
+    /// model first.
+    pub fn from_bundle_bytes(bytes: &[u8], options: ClassifierOptions) -> Result<Classifier> {
+        let b = Bundle::parse(bytes)?;
+        Classifier::from_sections(b.manifest, &b.tokenizer_json, b.onnx, options)
     }
 
     /// Checks that the bundle's model, tokenizer and labels fit together, and prepares it.
     pub fn from_bundle(bundle: &Bundle, options: ClassifierOptions) -> Result<Classifier> {
-        let manifest = bundle.manifest.clone();
+        Classifier::from_sections(
+            bundle.manifest.clone(),
+            &bundle.tokenizer_json,
+            &bundle.onnx,
+            options,
+        )
+    }
+
+    fn from_sections(
+        manifest: Manifest,
+        tokenizer_json: &[u8],
+        onnx: &[u8],
+        options: ClassifierOptions,
+    ) -> Result<Classifier> {
         let max_len = manifest.max_seq_len as usize;
         if !(2..=8192).contains(&max_len) {
             return Err(ModelError::MaxLen(max_len).into());
         }
         check_labels(&manifest.labels)?;
-        let encoder = TextEncoder::from_json(&bundle.tokenizer_json, max_len)?;
-        let mut engine = Engine::load(&bundle.onnx, options.threads.max(1))?;
+        let encoder = TextEncoder::from_json(tokenizer_json, max_len)?;
+        let mut engine = Engine::load(onnx, options.threads.max(1))?;
         if engine.logits() != manifest.labels.len() {
             return Err(ModelError::LabelCount {
                 labels: manifest.labels.len(),

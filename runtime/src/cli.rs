@@ -127,9 +127,10 @@ impl ModelSource {
     pub fn load(&self, options: ClassifierOptions) -> Result<Classifier> {
         match self {
             ModelSource::Bundle(path) => Classifier::open(path, options),
-            ModelSource::Parts { .. } | ModelSource::Embedded => {
-                Classifier::from_bundle(&self.to_bundle()?, options)
+            ModelSource::Embedded => {
+                Classifier::from_bundle_bytes(crate::embedded_model().unwrap_or_default(), options)
             }
+            ModelSource::Parts { .. } => Classifier::from_bundle(&self.to_bundle()?, options),
         }
     }
 

@@ -168,11 +168,14 @@ impl Engine {
             .ok_or(ModelError::NoOutput)?;
         let embedding_rows = embedding_rows(graph);
 
-        let (decluttered, batch_sym, seq_sym) = caught(|| {
+        // The protobuf holds a copy of every weight: drop it once tract has its own.
+        let inputs = roles.len();
+        let (decluttered, batch_sym, seq_sym) = caught(move || {
             let mut model = onnx.model_for_proto_model(&proto)?;
+            drop(proto);
             let batch_sym = model.sym("batch");
             let seq_sym = model.sym("sequence");
-            for ix in 0..roles.len() {
+            for ix in 0..inputs {
                 let shape = ShapeFactoid::closed(tvec![
                     GenericFactoid::Only(batch_sym.to_dim()),
                     GenericFactoid::Only(seq_sym.to_dim())

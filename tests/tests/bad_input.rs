@@ -369,3 +369,32 @@ fn a_tokenizer_that_makes_tokenizers_panic_is_an_error_not_a_crash() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bundle_in_memory_loads_without_a_copy_and_is_checked_like_a_file() {
+    let m = TinyModel::new();
+    let bytes = std::fs::read(&m.bundle).unwrap();
+    let mut borrowed = Classifier::from_bundle_bytes(&bytes, opts()).unwrap();
+    let mut owned = Classifier::from_bundle(&Bundle::from_bytes(&bytes).unwrap(), opts()).unwrap();
+    for text in ["the movie was good", "awful plot , boring acting"] {
+        assert_eq!(
+            borrowed.classify(text).unwrap(),
+            owned.classify(text).unwrap()
+        );
+    }
+    let view = Bundle::parse(&bytes).unwrap();
+    assert_eq!(
+        view.onnx.as_ptr_range().start,
+        bytes[bytes.len() - 4 - view.onnx.len()..].as_ptr()
+    );
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 1;
+    assert!(matches!(
+        Classifier::from_bundle_bytes(&flipped, opts()),
+        Err(Error::Bundle(BundleError::Checksum { .. }))
+    ));
+    assert!(matches!(
+        Classifier::from_bundle_bytes(&bytes[..bytes.len() - 1], opts()),
+        Err(Error::Bundle(BundleError::Truncated { .. }))
+    ));
+}
