@@ -22,7 +22,9 @@ fn status(phase: &str) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let path = std::env::args().nth(1).unwrap_or("models/sentiment-en.ebm".into());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or("models/sentiment-en.ebm".into());
     status("start");
     let bytes = std::fs::read(&path)?;
     status("file read");
