@@ -136,6 +136,22 @@ fn f32_data(t: &TensorProto) -> Result<Vec<f32>, QuantizeError> {
     }
 }
 
+/// The values of an int64 initializer (raw or typed storage); `None` for another type.
+fn i64_data(t: &TensorProto) -> Option<Vec<i64>> {
+    if t.data_type != DataType::Int64 as i32 {
+        None
+    } else if t.raw_data.is_empty() {
+        Some(t.int64_data.clone())
+    } else {
+        Some(
+            t.raw_data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                .collect(),
+        )
+    }
+}
+
 fn tensor(name: String, dt: DataType, dims: &[usize], raw_data: Vec<u8>) -> TensorProto {
     TensorProto {
         name,
@@ -238,17 +254,10 @@ fn quantize(
     // Constant tables read by rows: a `Gather` along axis 0 (word embeddings, and the position /
     // token-type lookups of other exporters) or a `Slice` along axis 0 (our position table).
     let axis_zero = |name: &str| {
-        initializers.get(name).is_some_and(|t| {
-            let v: Vec<i64> = if t.raw_data.is_empty() {
-                t.int64_data.clone()
-            } else {
-                t.raw_data
-                    .chunks_exact(8)
-                    .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-                    .collect()
-            };
-            t.data_type == DataType::Int64 as i32 && v == [0]
-        })
+        initializers
+            .get(name)
+            .and_then(i64_data)
+            .is_some_and(|v| v == [0])
     };
     let tables: HashSet<String> = graph
         .node

@@ -476,8 +476,9 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
                 set_metric(m, "f32_int8_agreement", e.agreement);
                 set_metric(m, "eval_examples", e.f32.examples as f64);
             }
-            summary.bundle_bytes = Some(b.to_bytes().len());
-            b.write(&job.output, &inputs)?;
+            let bytes = b.to_bytes();
+            summary.bundle_bytes = Some(bytes.len());
+            edgebert_runtime::fsutil::write_atomic(&job.output, &bytes, &inputs)?;
         }
         _ => write_onnx(&job.output, &int8_onnx, &source_bundle, &prune, &inputs)?,
     }

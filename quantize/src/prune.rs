@@ -73,8 +73,11 @@ pub fn prune_vocab(
         .as_str()
         .unwrap_or("##")
         .to_string();
+    // Built first: it checks the tokenizer under the runtime's panic guard.
+    let encoder = TextEncoder::from_json(&bundle.tokenizer_json, 1 << 20)
+        .map_err(edgebert_runtime::Error::from)?;
     let unreachable = unreachable_pieces(&bundle.tokenizer_json, &vocab, &prefix, &special)?;
-    let mut keep: BTreeSet<u32> = special.clone();
+    let mut keep = special;
     let lines = match corpus {
         None => {
             keep.extend(vocab.values().filter(|id| !unreachable.contains(id)));
@@ -90,8 +93,6 @@ pub fn prune_vocab(
                 }
             }
             // What the corpus uses.
-            let encoder = TextEncoder::from_json(&bundle.tokenizer_json, 1 << 20)
-                .map_err(edgebert_runtime::Error::from)?;
             let mut lines = 0;
             for line in corpus {
                 if let Ok(e) = encoder.encode(line) {

@@ -22,7 +22,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use crate::error::{BundleError, Error, Result};
+use crate::error::{BundleError, Result};
 use crate::fsutil;
 use crate::manifest::Manifest;
 
@@ -56,7 +56,7 @@ impl Bundle {
     /// Reads and checks a bundle file (container, version, checksum, manifest).
     pub fn read(path: impl AsRef<Path>) -> Result<Bundle> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = fsutil::read(path)?;
         Ok(Bundle::from_bytes(&bytes)?)
     }
 

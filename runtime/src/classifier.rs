@@ -91,9 +91,7 @@ impl std::fmt::Debug for ObserverSlot {
 impl Classifier {
     /// Reads a bundle file and prepares it.
     pub fn open(path: impl AsRef<Path>, options: ClassifierOptions) -> Result<Classifier> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
-        Classifier::from_bundle_bytes(&bytes, options)
+        Classifier::from_bundle_bytes(&crate::fsutil::read(path.as_ref())?, options)
     }
 
     /// Checks and prepares a bundle held in memory (the built-in model), without copying its

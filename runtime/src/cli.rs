@@ -82,7 +82,7 @@ impl LabelSource {
         match self {
             LabelSource::Names(n) => Ok(n.clone()),
             LabelSource::Config(path) => {
-                let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                let bytes = crate::fsutil::read(path)?;
                 let bad = |msg: String| {
                     Error::io(
                         path,
@@ -147,7 +147,7 @@ impl ModelSource {
                 labels,
                 max_len,
             } => {
-                let read = |p: &PathBuf| std::fs::read(p).map_err(|e| Error::io(p, e));
+                let read = |p: &PathBuf| crate::fsutil::read(p);
                 crate::pack(
                     read(onnx)?,
                     read(tokenizer)?,

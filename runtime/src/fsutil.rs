@@ -1,9 +1,15 @@
-//! Writing files so that nothing is lost: atomically, and never over an input.
+//! Reading files with their path in the error, and writing them so that nothing is lost:
+//! atomically, and never over an input.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+/// Reads a whole file; the error names the path.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader never sees a half-written file. Refuses when `path` is one of `inputs`.

@@ -1,6 +1,7 @@
 //! `edgebert`: classify text on the device. Parses arguments, calls the library, prints, and maps
 //! the outcome to an exit code (see README: 0 ok, 1 usage, 2 bad input or model, 3 failure).
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -252,16 +253,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Info { bundle, json } => {
             let raw = match &bundle {
-                Some(path) => std::fs::read(path).ok(),
-                None => Some(built_in()?.to_vec()),
+                Some(path) => Cow::Owned(edgebert_runtime::fsutil::read(path)?),
+                None => Cow::Borrowed(built_in()?),
             };
-            let b = match (&bundle, &raw) {
-                (Some(path), _) => Bundle::read(path)?,
-                (None, raw) => Bundle::from_bytes(raw.as_deref().unwrap_or_default())
-                    .map_err(edgebert_runtime::Error::from)?,
-            };
-            let bytes = raw.as_ref().map_or(0, Vec::len);
-            let version = raw.as_deref().and_then(Bundle::version_of).unwrap_or(0);
+            let b = Bundle::parse(&raw).map_err(Error::from)?;
+            let bytes = raw.len();
+            let version = Bundle::version_of(&raw).unwrap_or(0);
             if json {
                 let v = json!({
                     "format_version": version,
