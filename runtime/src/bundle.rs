@@ -9,15 +9,18 @@
 //! | 10 | 2 | reserved, 0 |
 //! | 12 | 4 | manifest length M |
 //! | 16 | 8 | tokenizer.json length T |
-//! | 24 | 8 | ONNX model length O |
+//! | 24 | 8 | graph length O |
 //! | 32 | M | manifest, postcard |
 //! | 32+M | T | tokenizer.json, raw DEFLATE (RFC 1951) of its UTF-8 (version 1: stored as is) |
-//! | 32+M+T | O | ONNX model protobuf |
+//! | 32+M+T | O | the graph: ONNX model protobuf, or (version 3) a compiled graph |
 //! | 32+M+T+O | 4 | CRC-32 (IEEE) of every byte before it |
 //!
 //! The version is checked before anything else that depends on the layout, so a file from a newer
 //! edgebert is refused by name rather than misread. Version 2 deflates the tokenizer (BERT's
-//! 30k-piece vocabulary as JSON: 440 KB → about 170 KB); version 1 files still read.
+//! 30k-piece vocabulary as JSON: 440 KB → about 170 KB); version 1 files still read. Version 3
+//! is written only for a compiled graph (`edgebert compile`: tract's analysed graph as NNEF, see
+//! [`crate::engine::Engine::compile`]), so a bundle with an ONNX graph stays readable by
+//! version 2 readers and an older reader refuses a compiled one by its version.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -28,8 +31,10 @@ use crate::manifest::Manifest;
 
 /// The first eight bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"EDGEBERT";
-/// The bundle format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 2;
+/// The newest bundle format version this build reads (and writes, for a compiled graph).
+pub const FORMAT_VERSION: u16 = 3;
+/// The version written for a bundle whose graph is ONNX.
+pub const ONNX_FORMAT_VERSION: u16 = 2;
 /// The oldest bundle format version this build reads.
 pub const MIN_FORMAT_VERSION: u16 = 1;
 /// Largest tokenizer.json a bundle may inflate to (a corrupt or hostile length is an error, not
@@ -48,7 +53,7 @@ pub struct Bundle {
     pub manifest: Manifest,
     /// The HF `tokenizer.json`, as bytes.
     pub tokenizer_json: Vec<u8>,
-    /// The ONNX model, as bytes.
+    /// The graph, as bytes: ONNX protobuf, or a compiled graph ([`crate::engine::is_compiled`]).
     pub onnx: Vec<u8>,
 }
 
@@ -100,6 +105,15 @@ impl Bundle {
         })
     }
 
+    /// The oldest format version that can hold `graph`.
+    pub fn version_for(graph: &[u8]) -> u16 {
+        if crate::engine::is_compiled(graph) {
+            FORMAT_VERSION
+        } else {
+            ONNX_FORMAT_VERSION
+        }
+    }
+
     /// The format version of a bundle's bytes, when they start like a bundle.
     pub fn version_of(bytes: &[u8]) -> Option<u16> {
         (bytes.len() >= HEADER_LEN && bytes[..MAGIC.len()] == MAGIC)
@@ -115,7 +129,7 @@ impl Bundle {
         let mut out =
             Vec::with_capacity(HEADER_LEN + manifest.len() + tokenizer.len() + self.onnx.len() + 4);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&Bundle::version_for(&self.onnx).to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
         out.extend_from_slice(&(tokenizer.len() as u64).to_le_bytes());
@@ -293,7 +307,7 @@ mod tests {
         assert_eq!(Bundle::version_of(&v1), Some(1));
         assert_eq!(Bundle::from_bytes(&v1).unwrap(), b);
         let v2 = b.to_bytes();
-        assert_eq!(Bundle::version_of(&v2), Some(FORMAT_VERSION));
+        assert_eq!(Bundle::version_of(&v2), Some(ONNX_FORMAT_VERSION));
         assert!(v2.len() + 1000 < v1.len(), "{} vs {}", v2.len(), v1.len());
         assert_eq!(Bundle::from_bytes(&v2).unwrap(), b);
         assert_eq!(Bundle::version_of(b"EDGEBERT"), None);
@@ -314,12 +328,12 @@ mod tests {
     #[test]
     fn versions_are_named() {
         let mut bytes = sample().to_bytes();
-        bytes[8] = 3;
+        bytes[8] = 4;
         assert!(matches!(
             Bundle::from_bytes(&bytes),
             Err(BundleError::NewerVersion {
-                found: 3,
-                supported: 2
+                found: 4,
+                supported: 3
             })
         ));
         bytes[8] = 0;

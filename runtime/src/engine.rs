@@ -104,90 +104,26 @@ fn tract_err(e: impl std::fmt::Display) -> ModelError {
 }
 
 impl Engine {
-    /// Parses and checks an ONNX graph: operators tract implements, the HF input names, a
-    /// `[batch, n]` logits output. `threads` > 1 runs matrix products on that many threads.
-    pub fn load(onnx_bytes: &[u8], threads: usize) -> Result<Engine, ModelError> {
-        let mut onnx = tract_onnx::onnx();
-        crate::ops::register(&mut onnx.op_register);
-        let proto = onnx
-            .proto_model_for_read(&mut &onnx_bytes[..])
-            .map_err(|e| ModelError::NotOnnx(format!("{e:#}")))?;
-        let graph = proto
-            .graph
-            .as_ref()
-            .ok_or_else(|| ModelError::NotOnnx("no graph".into()))?;
+    /// Parses and checks a graph: an ONNX model (operators tract implements, the HF input names,
+    /// a `[batch, n]` logits output), or a graph compiled by [`Engine::compile`]. `threads` > 1
+    /// runs matrix products on that many threads.
+    pub fn load(graph: &[u8], threads: usize) -> Result<Engine, ModelError> {
+        let loaded = if is_compiled(graph) {
+            load_compiled(graph)?
+        } else {
+            load_onnx(graph)?
+        };
+        Engine::from_loaded(loaded, threads)
+    }
 
-        let mut unsupported: Vec<String> = graph
-            .node
-            .iter()
-            .filter(|n| !onnx.op_register.0.contains_key(&n.op_type))
-            .map(|n| n.op_type.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        if !unsupported.is_empty() {
-            unsupported.sort();
-            return Err(ModelError::UnsupportedOperators { ops: unsupported });
-        }
-
-        let initializers: HashSet<&str> =
-            graph.initializer.iter().map(|t| t.name.as_str()).collect();
-        let input_names: Vec<String> = graph
-            .input
-            .iter()
-            .map(|i| i.name.clone())
-            .filter(|n| !initializers.contains(n.as_str()))
-            .collect();
-        let mut roles = Vec::with_capacity(input_names.len());
-        for name in &input_names {
-            roles.push(
-                InputRole::from_name(name)
-                    .ok_or_else(|| ModelError::UnknownInput { name: name.clone() })?,
-            );
-        }
-        for (role, name) in [
-            (InputRole::Ids, "input_ids"),
-            (InputRole::Mask, "attention_mask"),
-        ] {
-            if !roles.contains(&role) {
-                return Err(ModelError::MissingInput {
-                    name,
-                    found: input_names.clone(),
-                });
-            }
-        }
-        let output_ix = graph
-            .output
-            .iter()
-            .position(|o| o.name == "logits")
-            .or(if graph.output.is_empty() {
-                None
-            } else {
-                Some(0)
-            })
-            .ok_or(ModelError::NoOutput)?;
-        let embedding_rows = embedding_rows(graph);
-
-        // The protobuf holds a copy of every weight: drop it once tract has its own.
-        let inputs = roles.len();
-        let (decluttered, batch_sym, seq_sym) = caught(move || {
-            let mut model = onnx.model_for_proto_model(&proto)?;
-            drop(proto);
-            let batch_sym = model.sym("batch");
-            let seq_sym = model.sym("sequence");
-            for ix in 0..inputs {
-                let shape = ShapeFactoid::closed(tvec![
-                    GenericFactoid::Only(batch_sym.to_dim()),
-                    GenericFactoid::Only(seq_sym.to_dim())
-                ]);
-                model.set_input_fact(ix, InferenceFact::dt_shape(i64::datum_type(), shape))?;
-            }
-            let output = model.output_outlets()?[output_ix];
-            model.select_output_outlets(&[output])?;
-            TractResult::Ok((model.into_typed()?.into_decluttered()?, batch_sym, seq_sym))
-        })
-        .map_err(ModelError::Tract)?;
-
+    fn from_loaded(loaded: Loaded, threads: usize) -> Result<Engine, ModelError> {
+        let Loaded {
+            decluttered,
+            batch_sym,
+            seq_sym,
+            roles,
+            embedding_rows,
+        } = loaded;
         let fact = decluttered.output_fact(0).map_err(tract_err)?;
         if fact.datum_type != f32::datum_type() || fact.rank() != 2 {
             return Err(ModelError::BadOutput(format!("{fact:?}")));
@@ -213,6 +149,25 @@ impl Engine {
             run_options,
             plans: HashMap::new(),
         })
+    }
+
+    /// The graph as tract holds it after analysis (typed and decluttered), serialised as tract's
+    /// NNEF (a tar): [`Engine::load`] reads it back without parsing ONNX or analysing the graph
+    /// again, which is most of a cold start. The form is tract's own, tied to the tract version
+    /// that wrote it.
+    pub fn compile(&self) -> Result<Vec<u8>, ModelError> {
+        // The check on token ids must survive compilation: refuse a graph where it would not.
+        if self.embedding_rows.is_some()
+            && typed_embedding_rows(&self.decluttered) != self.embedding_rows
+        {
+            return Err(ModelError::Compiled(
+                "the word-embedding table is not found in the analysed graph".into(),
+            ));
+        }
+        caught(|| {
+            crate::ops::nnef().write_to_tar_with_config(&self.decluttered, Vec::new(), false, true)
+        })
+        .map_err(ModelError::Compiled)
     }
 
     /// Width of the logits output: the number of labels the model predicts.
@@ -333,6 +288,183 @@ impl Engine {
         out.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
         Ok(out)
     }
+}
+
+/// What loading a graph yields, before the checks common to both forms.
+struct Loaded {
+    decluttered: TypedModel,
+    batch_sym: Symbol,
+    seq_sym: Symbol,
+    roles: Vec<InputRole>,
+    embedding_rows: Option<usize>,
+}
+
+/// Whether a graph is a compiled one ([`Engine::compile`]: a tar, `ustar` at byte 257) rather
+/// than ONNX protobuf.
+pub fn is_compiled(graph: &[u8]) -> bool {
+    graph.get(257..262) == Some(b"ustar")
+}
+
+/// The inputs' roles from their names; `input_ids` and `attention_mask` are required.
+fn input_roles(input_names: &[String]) -> Result<Vec<InputRole>, ModelError> {
+    let mut roles = Vec::with_capacity(input_names.len());
+    for name in input_names {
+        roles.push(
+            InputRole::from_name(name)
+                .ok_or_else(|| ModelError::UnknownInput { name: name.clone() })?,
+        );
+    }
+    for (role, name) in [
+        (InputRole::Ids, "input_ids"),
+        (InputRole::Mask, "attention_mask"),
+    ] {
+        if !roles.contains(&role) {
+            return Err(ModelError::MissingInput {
+                name,
+                found: input_names.to_vec(),
+            });
+        }
+    }
+    Ok(roles)
+}
+
+fn load_onnx(onnx_bytes: &[u8]) -> Result<Loaded, ModelError> {
+    let mut onnx = tract_onnx::onnx();
+    crate::ops::register(&mut onnx.op_register);
+    let proto = onnx
+        .proto_model_for_read(&mut &onnx_bytes[..])
+        .map_err(|e| ModelError::NotOnnx(format!("{e:#}")))?;
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| ModelError::NotOnnx("no graph".into()))?;
+
+    let mut unsupported: Vec<String> = graph
+        .node
+        .iter()
+        .filter(|n| !onnx.op_register.0.contains_key(&n.op_type))
+        .map(|n| n.op_type.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    if !unsupported.is_empty() {
+        unsupported.sort();
+        return Err(ModelError::UnsupportedOperators { ops: unsupported });
+    }
+
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let input_names: Vec<String> = graph
+        .input
+        .iter()
+        .map(|i| i.name.clone())
+        .filter(|n| !initializers.contains(n.as_str()))
+        .collect();
+    let roles = input_roles(&input_names)?;
+    let output_ix = graph
+        .output
+        .iter()
+        .position(|o| o.name == "logits")
+        .or(if graph.output.is_empty() {
+            None
+        } else {
+            Some(0)
+        })
+        .ok_or(ModelError::NoOutput)?;
+    let embedding_rows = embedding_rows(graph);
+
+    // The protobuf holds a copy of every weight: drop it once tract has its own.
+    let inputs = roles.len();
+    let (decluttered, batch_sym, seq_sym) = caught(move || {
+        let mut model = onnx.model_for_proto_model(&proto)?;
+        drop(proto);
+        let batch_sym = model.sym("batch");
+        let seq_sym = model.sym("sequence");
+        for ix in 0..inputs {
+            let shape = ShapeFactoid::closed(tvec![
+                GenericFactoid::Only(batch_sym.to_dim()),
+                GenericFactoid::Only(seq_sym.to_dim())
+            ]);
+            model.set_input_fact(ix, InferenceFact::dt_shape(i64::datum_type(), shape))?;
+        }
+        let output = model.output_outlets()?[output_ix];
+        model.select_output_outlets(&[output])?;
+        TractResult::Ok((model.into_typed()?.into_decluttered()?, batch_sym, seq_sym))
+    })
+    .map_err(ModelError::Tract)?;
+    Ok(Loaded {
+        decluttered,
+        batch_sym,
+        seq_sym,
+        roles,
+        embedding_rows,
+    })
+}
+
+fn load_compiled(bytes: &[u8]) -> Result<Loaded, ModelError> {
+    let model = caught(|| crate::ops::nnef().model_for_read(&mut &bytes[..]))
+        .map_err(ModelError::Compiled)?;
+    let input_names: Vec<String> = model
+        .input_outlets()
+        .map_err(tract_err)?
+        .iter()
+        .map(|o| model.node(o.node).name.clone())
+        .collect();
+    let roles = input_roles(&input_names)?;
+    let batch_sym = model.sym("batch");
+    let seq_sym = model.sym("sequence");
+    let expected = [batch_sym.to_dim(), seq_sym.to_dim()];
+    for (ix, name) in input_names.iter().enumerate() {
+        let fact = model.input_fact(ix).map_err(tract_err)?;
+        if fact.datum_type != i64::datum_type() || fact.shape.to_tvec()[..] != expected[..] {
+            return Err(ModelError::Compiled(format!(
+                "input `{name}` is not [batch, sequence] i64: {fact:?}"
+            )));
+        }
+    }
+    if model.outputs.len() != 1 {
+        return Err(ModelError::BadOutput(format!(
+            "{} outputs in the compiled graph",
+            model.outputs.len()
+        )));
+    }
+    let embedding_rows = typed_embedding_rows(&model);
+    Ok(Loaded {
+        decluttered: model,
+        batch_sym,
+        seq_sym,
+        roles,
+        embedding_rows,
+    })
+}
+
+/// [`embedding_rows`] on an analysed graph: the constant a `Gather` indexes with `input_ids`,
+/// possibly through casts and reshapes.
+fn typed_embedding_rows(model: &TypedModel) -> Option<usize> {
+    use tract_onnx::tract_core::ops::array::Gather;
+    use tract_onnx::tract_core::ops::cast::Cast;
+    use tract_onnx::tract_core::ops::change_axes::AxisOp;
+    let mut ids: HashSet<OutletId> = model
+        .input_outlets()
+        .ok()?
+        .iter()
+        .filter(|o| model.node(o.node).name == "input_ids")
+        .copied()
+        .collect();
+    for id in model.eval_order().ok()? {
+        let node = model.node(id);
+        let Some(first) = node.inputs.first() else {
+            continue;
+        };
+        if node.op_is::<Gather>() && node.inputs.get(1).is_some_and(|i| ids.contains(i)) {
+            let table = model.outlet_fact(*first).ok()?;
+            if table.konst.is_some() {
+                return table.shape.first()?.to_i64().ok()?.try_into().ok();
+            }
+        } else if (node.op_is::<Cast>() || node.op_is::<AxisOp>()) && ids.contains(first) {
+            ids.insert(OutletId::new(id, 0));
+        }
+    }
+    None
 }
 
 /// tract's own node evaluation, followed by [`crate::cpu::clear_upper_state`].

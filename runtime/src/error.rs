@@ -77,6 +77,10 @@ pub enum ModelError {
     BadOutput(String),
     #[error("tract cannot prepare the model: {0}")]
     Tract(String),
+    #[error("the compiled graph does not load with this edgebert (tract {tract}): {0}; compile the bundle again from its ONNX form (`edgebert compile`)", tract = crate::TRACT_VERSION)]
+    Compiled(String),
+    #[error("the bundle's graph is compiled already")]
+    AlreadyCompiled,
 }
 
 /// Why one text could not be classified; the other texts of a batch are unaffected.

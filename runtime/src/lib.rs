@@ -27,18 +27,39 @@ pub use classifier::{pack, Classifier, ClassifierOptions, LabelScore, Observer, 
 pub use error::{BundleError, Error, InputError, ModelError, Result};
 pub use manifest::{Manifest, Metric, Provenance, Quantization, TokenizerSettings};
 
+/// The tract release this build runs models with; a compiled graph ([`engine::Engine::compile`])
+/// is tied to it. (Cargo exposes no dependency's version to code; a test checks this against
+/// Cargo.lock.)
+pub const TRACT_VERSION: &str = "0.23.9";
+
 /// The default model built into this binary (cargo feature `default-model`, on for the `edgebert`
-/// binary): `models/sentiment-en.ebm`, English review sentiment. `None` in builds without it.
+/// binary): `models/sentiment-en.compiled.ebm`, English review sentiment; `edgebert compile` of
+/// `models/sentiment-en.ebm` (which stays the portable ONNX form), so that it loads fast. `None`
+/// in builds without it.
 pub fn embedded_model() -> Option<&'static [u8]> {
     #[cfg(feature = "default-model")]
     {
         Some(include_bytes!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../models/sentiment-en.ebm"
+            "/../models/sentiment-en.compiled.ebm"
         )))
     }
     #[cfg(not(feature = "default-model"))]
     {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tract_version_is_the_locked_one() {
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock"))
+            .expect("Cargo.lock at the workspace root");
+        let entry = format!(
+            "name = \"tract-nnef\"\nversion = \"{}\"",
+            super::TRACT_VERSION
+        );
+        assert!(lock.contains(&entry), "TRACT_VERSION is not Cargo.lock's");
     }
 }

@@ -224,6 +224,54 @@ fn quantize_with(
     }
 }
 
+/// tract's NNEF with what edgebert's compiled graphs use beyond tract's own registries: our
+/// `DynamicQuantizeU8`, and exact GELU (tract 0.23 declutters ONNX's erf pattern into
+/// `GeluExact` but has no NNEF serialisation for it).
+pub fn nnef() -> tract_nnef::framework::Nnef {
+    use tract_nnef::internal::{Registry, TypeName};
+    use tract_onnx::WithOnnx;
+    let mut registry = Registry::new("edgebert");
+    registry.register_dumper(nnef_dump_dynamic_quantize);
+    registry.register_primitive(
+        NNEF_DYNAMIC_QUANTIZE,
+        &[TypeName::Scalar.tensor().named("input")],
+        &[
+            ("output", TypeName::Integer.tensor()),
+            ("scale", TypeName::Scalar.tensor()),
+            ("zero_point", TypeName::Integer.tensor()),
+        ],
+        nnef_load_dynamic_quantize,
+    );
+    registry.register_unit_element_wise(
+        "edgebert_gelu_exact",
+        &tract_onnx::tract_core::ops::nn::gelu_exact::GeluExact {},
+    );
+    tract_nnef::nnef().with_onnx().with_registry(registry)
+}
+
+const NNEF_DYNAMIC_QUANTIZE: &str = "edgebert_dynamic_quantize_u8";
+
+fn nnef_dump_dynamic_quantize(
+    ast: &mut tract_nnef::internal::IntoAst,
+    node: &TypedNode,
+    _op: &DynamicQuantizeU8,
+) -> TractResult<Option<Arc<tract_nnef::internal::RValue>>> {
+    let input = ast.mapping[&node.inputs[0]].clone();
+    Ok(Some(tract_nnef::internal::invocation(
+        NNEF_DYNAMIC_QUANTIZE,
+        &[input],
+        &[],
+    )))
+}
+
+fn nnef_load_dynamic_quantize(
+    builder: &mut tract_nnef::internal::ModelBuilder,
+    invocation: &tract_nnef::internal::ResolvedInvocation,
+) -> TractResult<tract_nnef::internal::Value> {
+    let input = invocation.named_arg_as(builder, "input")?;
+    builder.wire(DynamicQuantizeU8, &[input])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

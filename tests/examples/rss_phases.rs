@@ -1,10 +1,18 @@
-//! Peak RSS (VmHWM) and RSS after each loading phase of a bundle: where the memory goes.
+//! Peak RSS (VmHWM), RSS and time after each loading phase of a bundle: where the memory and
+//! the cold start go. ONNX and compiled bundles alike:
 //! `cargo run --release -p edgebert-tests --example rss_phases -- models/sentiment-en.ebm`
 use edgebert_runtime::engine::Engine;
 use edgebert_runtime::text::TextEncoder;
 use edgebert_runtime::Bundle;
 
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 fn status(phase: &str) {
+    let ms = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+        * 1e3;
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib = |key: &str| {
         s.lines()
@@ -15,7 +23,7 @@ fn status(phase: &str) {
             / 1024.0
     };
     println!(
-        "{phase:<28} RSS {:6.1} MiB   peak {:6.1} MiB",
+        "{phase:<28} {ms:6.1} ms   RSS {:6.1} MiB   peak {:6.1} MiB",
         kib("VmRSS:"),
         kib("VmHWM:")
     );

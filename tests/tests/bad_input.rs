@@ -143,7 +143,7 @@ fn a_newer_format_version_is_named() {
         err,
         BundleError::NewerVersion {
             found: 9,
-            supported: 2
+            supported: 3
         }
     ));
     assert!(err.to_string().contains("newer"), "{err}");

@@ -95,3 +95,26 @@ fn edgebert_classify_needs_no_model_file() {
     assert_eq!(info.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&info.stdout).contains("Rotten Tomatoes"));
 }
+
+#[test]
+fn the_built_in_model_is_the_shipped_model_compiled() {
+    let onnx = Bundle::read(shipped()).unwrap();
+    let built_in = std::fs::read(shipped().with_file_name("sentiment-en.compiled.ebm")).unwrap();
+    // Classifier::compile also checks the compiled graph's answers against the ONNX graph's.
+    let fresh = Classifier::compile(&onnx, ClassifierOptions::default())
+        .unwrap()
+        .to_bytes();
+    assert!(
+        fresh == built_in,
+        "models/sentiment-en.compiled.ebm is not `edgebert compile models/sentiment-en.ebm` \
+         with this build's tract: run it again"
+    );
+    // And that is what the binary embeds.
+    let info = Command::new(workspace_bin("edgebert"))
+        .args(["info", "--json"])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["graph"], "compiled");
+    assert_eq!(info["bytes"]["total"], built_in.len());
+}

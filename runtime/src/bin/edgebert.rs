@@ -94,6 +94,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compile a bundle: store tract's analysed graph instead of the ONNX, so that it loads
+    /// faster (the compiled form is tied to this edgebert's tract version; keep the original).
+    Compile {
+        /// The bundle with an ONNX graph.
+        bundle: PathBuf,
+        /// Output bundle (.ebm).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Make a bundle from an ONNX model, a tokenizer.json and labels.
     Pack {
         #[arg(long)]
@@ -259,9 +268,15 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let b = Bundle::parse(&raw).map_err(Error::from)?;
             let bytes = raw.len();
             let version = Bundle::version_of(&raw).unwrap_or(0);
+            let graph = if edgebert_runtime::engine::is_compiled(b.onnx) {
+                "compiled"
+            } else {
+                "onnx"
+            };
             if json {
                 let v = json!({
                     "format_version": version,
+                    "graph": graph,
                     "manifest": b.manifest,
                     "bytes": {"total": bytes, "tokenizer": b.tokenizer_json.len(), "onnx": b.onnx.len()},
                 });
@@ -269,9 +284,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             } else {
                 print!("{}", b.manifest.describe());
                 println!(
-                    "{:<15} {} bytes (model {}, tokenizer {} inflated), format v{}",
+                    "{:<15} {} bytes ({} graph {}, tokenizer {} inflated), format v{}",
                     "size",
                     bytes,
+                    graph,
                     b.onnx.len(),
                     b.tokenizer_json.len(),
                     version
@@ -334,6 +350,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     None => println!("peak RSS: not reported by this OS"),
                 }
             }
+            Ok(exit::OK)
+        }
+        Command::Compile { bundle, output } => {
+            let original = Bundle::read(&bundle)?;
+            let compiled = Classifier::compile(&original, options)?;
+            compiled.write(&output, &[bundle.as_path()])?;
+            eprintln!(
+                "wrote {} ({} bytes; the ONNX bundle: {} bytes)",
+                output.display(),
+                compiled.to_bytes().len(),
+                original.to_bytes().len()
+            );
             Ok(exit::OK)
         }
         Command::Pack {
