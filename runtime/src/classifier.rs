@@ -196,7 +196,7 @@ impl Classifier {
                     .zip(&b.logits)
                     .all(|(x, y)| (x - y).abs() <= 1e-5);
             if !same {
-                return Err(ModelError::Compiled(format!(
+                return Err(ModelError::Compile(format!(
                     "the compiled graph answers differently: logits {:?} instead of {:?}",
                     b.logits, a.logits
                 ))

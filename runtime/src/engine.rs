@@ -160,14 +160,14 @@ impl Engine {
         if self.embedding_rows.is_some()
             && typed_embedding_rows(&self.decluttered) != self.embedding_rows
         {
-            return Err(ModelError::Compiled(
+            return Err(ModelError::Compile(
                 "the word-embedding table is not found in the analysed graph".into(),
             ));
         }
         caught(|| {
             crate::ops::nnef().write_to_tar_with_config(&self.decluttered, Vec::new(), false, true)
         })
-        .map_err(ModelError::Compiled)
+        .map_err(ModelError::Compile)
     }
 
     /// Width of the logits output: the number of labels the model predicts.

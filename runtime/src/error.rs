@@ -79,6 +79,8 @@ pub enum ModelError {
     Tract(String),
     #[error("the compiled graph does not load with this edgebert (tract {tract}): {0}; compile the bundle again from its ONNX form (`edgebert compile`)", tract = crate::TRACT_VERSION)]
     Compiled(String),
+    #[error("cannot compile the graph: {0}")]
+    Compile(String),
     #[error("the bundle's graph is compiled already")]
     AlreadyCompiled,
 }

@@ -353,14 +353,15 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Compile { bundle, output } => {
-            let original = Bundle::read(&bundle)?;
-            let compiled = Classifier::compile(&original, options)?;
-            compiled.write(&output, &[bundle.as_path()])?;
+            let raw = edgebert_runtime::fsutil::read(&bundle)?;
+            let original = Bundle::from_bytes(&raw).map_err(Error::from)?;
+            let compiled = Classifier::compile(&original, options)?.to_bytes();
+            edgebert_runtime::fsutil::write_atomic(&output, &compiled, &[bundle.as_path()])?;
             eprintln!(
                 "wrote {} ({} bytes; the ONNX bundle: {} bytes)",
                 output.display(),
-                compiled.to_bytes().len(),
-                original.to_bytes().len()
+                compiled.len(),
+                raw.len()
             );
             Ok(exit::OK)
         }
