@@ -98,7 +98,13 @@ impl Classifier {
     /// model first.
     pub fn from_bundle_bytes(bytes: &[u8], options: ClassifierOptions) -> Result<Classifier> {
         let b = Bundle::parse(bytes)?;
-        Classifier::from_sections(b.manifest, &b.tokenizer_json, b.onnx, options)
+        // Once tract holds the weights, the built-in model's pages are no longer needed.
+        let embedded = crate::embedded_model().is_some_and(|e| std::ptr::eq(e, bytes));
+        Classifier::from_sections(b.manifest, &b.tokenizer_json, b.onnx, options, || {
+            if embedded {
+                crate::release_embedded_model()
+            }
+        })
     }
 
     /// Checks that the bundle's model, tokenizer and labels fit together, and prepares it.
@@ -108,14 +114,17 @@ impl Classifier {
             &bundle.tokenizer_json,
             &bundle.onnx,
             options,
+            || {},
         )
     }
 
+    /// `loaded` runs once the tokenizer and the graph are built from the sections.
     fn from_sections(
         manifest: Manifest,
         tokenizer_json: &[u8],
         onnx: &[u8],
         options: ClassifierOptions,
+        loaded: impl FnOnce(),
     ) -> Result<Classifier> {
         let max_len = manifest.max_seq_len as usize;
         if !(2..=8192).contains(&max_len) {
@@ -135,6 +144,7 @@ impl Classifier {
         });
         let encoder = encoder?;
         let mut engine = engine?;
+        loaded();
         if engine.logits() != manifest.labels.len() {
             return Err(ModelError::LabelCount {
                 labels: manifest.labels.len(),

@@ -186,3 +186,143 @@ fn cli_compile_writes_a_compiled_bundle_that_answers_alike() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("compiled already"));
     assert!(!twice.exists());
 }
+
+/// The int8 weights are stored `[n, k]` (`Engine` transposes them once at load, and compiled
+/// graphs keep that form); the answers are tract's on the untouched graph.
+#[test]
+fn transposed_int8_weights_answer_as_tract_does_on_the_untouched_graph() {
+    use tract_onnx::prelude::*;
+    let m = TinyModel::new();
+    let (_, int8) = bundles(&m).pop().unwrap();
+    let compiled = Classifier::compile(&int8, opts()).unwrap();
+    let graph = tar_entry(&compiled.onnx, "graph.nnef");
+    let graph = String::from_utf8(graph).unwrap();
+    let einsums: Vec<&str> = graph
+        .lines()
+        .filter(|l| l.contains("tract_core_einsum_q"))
+        .collect();
+    assert!(!einsums.is_empty());
+    for line in &einsums {
+        assert!(line.contains("k,nk,"), "weights not transposed: {line}");
+    }
+
+    let mut ours = Classifier::from_bundle(&int8, opts()).unwrap();
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut &int8.onnx[..])
+        .unwrap();
+    // As `Engine` loads it (symbolic batch and sequence, typed, decluttered), less the transposition.
+    let mut model = model;
+    let (batch, sequence) = (model.sym("batch"), model.sym("sequence"));
+    for ix in 0..model.inputs.len() {
+        model
+            .set_input_fact(
+                ix,
+                InferenceFact::dt_shape(i64::datum_type(), [batch.to_dim(), sequence.to_dim()]),
+            )
+            .unwrap();
+    }
+    let untouched = model
+        .clone()
+        .into_typed()
+        .unwrap()
+        .into_decluttered()
+        .unwrap();
+    let names: Vec<String> = model
+        .input_outlets()
+        .unwrap()
+        .iter()
+        .map(|o| model.node(o.node).name.clone())
+        .collect();
+    for text in TEXTS {
+        // The bucket `classify` pads to: padding takes part in the activations' quantization
+        // range, so the same tokens padded to another length answer slightly differently.
+        let tokens = ours.encoder().batch(&[text], 64).unwrap();
+        let used = tokens.mask.iter().filter(|&&m| m == 1).count();
+        let len = [16, 32, 64].into_iter().find(|&b| used <= b).unwrap();
+        let batch = ours.encoder().batch(&[text], len).unwrap();
+        let plan = untouched
+            .set_symbols(&std::collections::HashMap::from([
+                (untouched.sym("batch"), 1.to_dim()),
+                (untouched.sym("sequence"), (len as i64).to_dim()),
+            ]))
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let inputs: TVec<TValue> = names
+            .iter()
+            .map(|name| {
+                let data = match name.as_str() {
+                    "input_ids" => &batch.ids,
+                    "attention_mask" => &batch.mask,
+                    _ => &batch.type_ids,
+                };
+                Tensor::from_shape(&[1, len], data).unwrap().into_tvalue()
+            })
+            .collect();
+        let theirs = plan.run(inputs).unwrap();
+        let theirs = theirs[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect::<Vec<f32>>();
+        let got = ours.classify(text).unwrap();
+        assert_eq!(got.logits.len(), theirs.len());
+        for (x, y) in got.logits.iter().zip(&theirs) {
+            assert!((x - y).abs() <= 1e-5, "{text}: {x} vs {y}");
+        }
+    }
+}
+
+/// A compiled graph's tar with anything beyond `graph.nnef` and `.dat` tensors goes through
+/// tract's own reader, and still loads.
+#[test]
+fn a_compiled_graph_with_other_entries_loads_through_tracts_reader() {
+    let m = TinyModel::new();
+    let (_, int8) = bundles(&m).pop().unwrap();
+    let compiled = Classifier::compile(&int8, opts()).unwrap();
+    let mut archive = tar::Archive::new(&compiled.onnx[..]);
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let header = entry.header().clone();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        builder.append(&header, &data[..]).unwrap();
+    }
+    let note = b"written by hand\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_path("NOTES.txt").unwrap();
+    header.set_size(note.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append(&header, &note[..]).unwrap();
+    let extended = Bundle {
+        onnx: builder.into_inner().unwrap(),
+        ..compiled.clone()
+    };
+    assert!(is_compiled(&extended.onnx));
+    let mut a = Classifier::from_bundle(&compiled, opts()).unwrap();
+    let mut b = Classifier::from_bundle(&extended, opts()).unwrap();
+    for text in TEXTS {
+        assert_eq!(
+            a.classify(text).unwrap().logits,
+            b.classify(text).unwrap().logits
+        );
+    }
+}
+
+fn tar_entry(tar_bytes: &[u8], name: &str) -> Vec<u8> {
+    let mut archive = tar::Archive::new(tar_bytes);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some(name) {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            return data;
+        }
+    }
+    panic!("no {name} in the tar")
+}

@@ -117,4 +117,29 @@ fn the_built_in_model_is_the_shipped_model_compiled() {
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["graph"], "compiled");
     assert_eq!(info["bytes"]["total"], built_in.len());
+    // Once: a copy per use of a constant `include_bytes!` once put it in the binary twice.
+    let binary = std::fs::read(workspace_bin("edgebert")).unwrap();
+    let probe = &built_in[built_in.len() / 2..built_in.len() / 2 + 256];
+    let copies = binary.windows(probe.len()).filter(|w| *w == probe).count();
+    assert_eq!(
+        copies, 1,
+        "the binary holds the built-in model {copies} times"
+    );
+}
+
+/// The built-in model's pages can be handed back once it is loaded: the bytes read the same
+/// afterwards, and a second classifier loads from them.
+#[test]
+fn the_built_in_model_reads_the_same_after_its_pages_are_released() {
+    let bytes = edgebert_runtime::embedded_model().expect("tests build the runtime with its model");
+    let before = bytes.to_vec();
+    let mut first = Classifier::from_bundle_bytes(bytes, ClassifierOptions::default()).unwrap();
+    edgebert_runtime::release_embedded_model();
+    assert!(bytes == &before[..]);
+    let mut second = Classifier::from_bundle_bytes(bytes, ClassifierOptions::default()).unwrap();
+    let text = "a gorgeous, moving film";
+    assert_eq!(
+        first.classify(text).unwrap().logits,
+        second.classify(text).unwrap().logits
+    );
 }
