@@ -11,6 +11,7 @@ use tract_onnx::tract_hir::infer::{GenericFactoid, ShapeFactoid};
 
 use crate::contain::caught;
 use crate::error::ModelError;
+use crate::stages::{Pieces, StagedState};
 use crate::text::Encoded;
 
 /// What one graph input receives.
@@ -86,7 +87,8 @@ pub struct Engine {
     logits: usize,
     embedding_rows: Option<usize>,
     run_options: RunOptions,
-    plans: HashMap<(usize, usize), TypedSimpleState>,
+    pieces: Pieces,
+    plans: HashMap<(usize, usize), StagedState>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -95,10 +97,14 @@ impl std::fmt::Debug for Engine {
             .field("inputs", &self.roles)
             .field("logits", &self.logits)
             .field("embedding_rows", &self.embedding_rows)
+            .field("pieces", &self.pieces.len())
             .field("plans", &self.plans.keys().collect::<Vec<_>>())
             .finish()
     }
 }
+
+/// At most this many pieces are optimised in parallel (the boards have four cores).
+const MAX_PIECES: usize = 4;
 
 fn tract_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Tract(format!("{e:#}"))
@@ -108,16 +114,36 @@ impl Engine {
     /// Parses and checks a graph: an ONNX model (operators tract implements, the HF input names,
     /// a `[batch, n]` logits output), or a graph compiled by [`Engine::compile`]. `threads` > 1
     /// runs matrix products on that many threads.
+    ///
+    /// Plans are prepared on every core: see [`Engine::load_in_pieces`].
     pub fn load(graph: &[u8], threads: usize) -> Result<Engine, ModelError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Engine::load_in_pieces(graph, threads, cores.min(MAX_PIECES))
+    }
+
+    /// [`Engine::load`], with the graph cut into at most `pieces` consecutive pieces that each
+    /// plan optimises in parallel (tract's optimiser is sequential and most of a cold start).
+    /// The pieces run one after the other, so answers do not depend on the cut; 1 plans the
+    /// whole graph at once.
+    pub fn load_in_pieces(
+        graph: &[u8],
+        threads: usize,
+        pieces: usize,
+    ) -> Result<Engine, ModelError> {
         let loaded = if is_compiled(graph) {
             load_compiled(graph)?
         } else {
             load_onnx(graph)?
         };
-        Engine::from_loaded(loaded, threads)
+        Engine::from_loaded(loaded, threads, pieces)
     }
 
-    fn from_loaded(loaded: Loaded, threads: usize) -> Result<Engine, ModelError> {
+    /// How many pieces each plan is optimised in.
+    pub fn pieces(&self) -> usize {
+        self.pieces.len()
+    }
+
+    fn from_loaded(loaded: Loaded, threads: usize, pieces: usize) -> Result<Engine, ModelError> {
         let Loaded {
             decluttered,
             batch_sym,
@@ -140,6 +166,7 @@ impl Engine {
                 .then(|| tract_linalg::multithread::Executor::multithread(threads)),
             ..Default::default()
         };
+        let pieces = caught(|| Pieces::cut(&decluttered, pieces)).map_err(ModelError::Tract)?;
         Ok(Engine {
             decluttered,
             batch_sym,
@@ -148,6 +175,7 @@ impl Engine {
             logits,
             embedding_rows,
             run_options,
+            pieces,
             plans: HashMap::new(),
         })
     }
@@ -196,15 +224,10 @@ impl Engine {
             (self.batch_sym.clone(), (batch as i64).to_dim()),
             (self.seq_sym.clone(), (len as i64).to_dim()),
         ]);
-        let state = caught(|| {
-            let plan = self
-                .decluttered
-                .set_symbols(&subs)?
-                .into_optimized()?
-                .into_runnable_with_options(&self.run_options)?;
-            plan.spawn()
-        })
-        .map_err(ModelError::Tract)?;
+        let state = self
+            .pieces
+            .plan(&subs, &self.run_options)
+            .map_err(ModelError::Tract)?;
         self.plans.insert((batch, len), state);
         Ok(())
     }
@@ -235,7 +258,7 @@ impl Engine {
             .get_mut(&(tokens.batch, tokens.len))
             .ok_or("no plan")?;
         let outputs = state
-            .run_plan_with_eval(inputs, eval_node)
+            .run_with_eval(inputs, eval_node)
             .map_err(|e| format!("{e:#}"))?;
         let view = outputs[0]
             .to_plain_array_view::<f32>()
@@ -260,7 +283,7 @@ impl Engine {
                 .get_mut(&(tokens.batch, tokens.len))
                 .ok_or("no plan")?;
             state
-                .run_plan_with_eval(
+                .run_with_eval(
                     inputs,
                     |ctx: &tract_onnx::tract_core::plan::EvalContext<'_>,
                      op_state: Option<

@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod manifest;
 pub mod ops;
 pub mod serve;
+mod stages;
 pub mod text;
 
 pub use bundle::Bundle;

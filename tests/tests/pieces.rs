@@ -1,0 +1,91 @@
+//! Plans optimised in pieces (`Engine::load_in_pieces`): the graph cut into consecutive pieces,
+//! each optimised on its own thread and run one after the other, answers exactly as the plan of
+//! the whole graph, for every form of graph we ship (ONNX and compiled, f32 and int8) and the
+//! built-in model.
+
+use edgebert_quantize::onnx::{decode, encode};
+use edgebert_runtime::engine::Engine;
+use edgebert_runtime::text::TextEncoder;
+use edgebert_runtime::{embedded_model, pack, Bundle, Classifier, ClassifierOptions};
+use edgebert_tests::int8::{quantize, Form};
+use edgebert_tests::TinyModel;
+
+const TEXTS: &[&str] = &[
+    "the movie was good",
+    "awful plot , boring acting",
+    "i love this film and the story is great fun",
+    "not bad",
+    "it was very very boring and i hate it, it was very very boring and i hate it, so boring",
+];
+
+/// Logits of the first text at length 16 and of all texts at each length (≥ 32), from an engine cut in `pieces`.
+fn logits(graph: &[u8], enc: &TextEncoder, pieces: usize, lens: &[usize]) -> Vec<Vec<f32>> {
+    let mut engine = Engine::load_in_pieces(graph, 1, pieces).unwrap();
+    assert_eq!(engine.pieces(), pieces, "the graph was cut in fewer pieces");
+    let mut out = Vec::new();
+    // One short text alone (batch 1, the smallest bucket), then all texts at each length.
+    out.push(engine.run(&enc.batch(&TEXTS[..1], 16).unwrap()).unwrap());
+    for &len in lens {
+        out.push(engine.run(&enc.batch(TEXTS, len).unwrap()).unwrap());
+    }
+    out
+}
+
+fn same_answers_in_pieces(name: &str, bundle: &Bundle, lens: &[usize]) {
+    let enc = TextEncoder::from_json(&bundle.tokenizer_json, bundle.manifest.max_seq_len as usize)
+        .unwrap();
+    let whole = logits(&bundle.onnx, &enc, 1, lens);
+    assert!(whole.iter().flatten().all(|x| x.is_finite()));
+    for pieces in 2..=4 {
+        let cut = logits(&bundle.onnx, &enc, pieces, lens);
+        assert_eq!(cut, whole, "{name}: {pieces} pieces answer differently");
+    }
+}
+
+#[test]
+fn tiny_models_answer_the_same_in_pieces() {
+    let m = TinyModel::new();
+    let f32_bundle = Bundle::read(&m.bundle).unwrap();
+    let opts = ClassifierOptions::default();
+    let f32_model = Classifier::from_bundle(&f32_bundle, opts).unwrap();
+    let batch = f32_model.encoder().batch(TEXTS, 32).unwrap();
+    let proto = decode(&std::fs::read(&m.onnx).unwrap()).unwrap();
+    let int8 = pack(
+        encode(&quantize(&proto, Form::Dynamic, &batch).unwrap()),
+        f32_bundle.tokenizer_json.clone(),
+        f32_bundle.manifest.labels.clone(),
+        64,
+        "int8",
+    )
+    .unwrap();
+    for (name, bundle) in [("f32", f32_bundle), ("int8", int8)] {
+        same_answers_in_pieces(name, &bundle, &[32, 64]);
+        let compiled = Classifier::compile(&bundle, opts).unwrap();
+        same_answers_in_pieces(&format!("{name} compiled"), &compiled, &[32, 64]);
+    }
+}
+
+#[test]
+fn the_built_in_model_answers_the_same_in_pieces() {
+    let bytes = embedded_model().expect("built with the default model");
+    let bundle = Bundle::from_bytes(bytes).unwrap();
+    same_answers_in_pieces("built-in", &bundle, &[32, 128]);
+}
+
+#[test]
+fn more_pieces_than_operators_still_answer() {
+    // Asking for more pieces than the graph has operators cuts it at most between every two;
+    // the engine reports how many pieces it made, and they answer as the whole.
+    let m = TinyModel::new();
+    let bundle = Bundle::read(&m.bundle).unwrap();
+    let enc = TextEncoder::from_json(&bundle.tokenizer_json, 64).unwrap();
+    let mut many = Engine::load_in_pieces(&bundle.onnx, 1, 10_000).unwrap();
+    assert!(
+        many.pieces() >= 2 && many.pieces() < 10_000,
+        "{}",
+        many.pieces()
+    );
+    let mut one = Engine::load_in_pieces(&bundle.onnx, 1, 1).unwrap();
+    let batch = enc.batch(TEXTS, 32).unwrap();
+    assert_eq!(many.run(&batch).unwrap(), one.run(&batch).unwrap());
+}
