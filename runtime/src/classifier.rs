@@ -91,40 +91,47 @@ impl std::fmt::Debug for ObserverSlot {
 impl Classifier {
     /// Reads a bundle file and prepares it.
     pub fn open(path: impl AsRef<Path>, options: ClassifierOptions) -> Result<Classifier> {
-        Classifier::from_bundle_bytes(&crate::fsutil::read(path.as_ref())?, options)
+        let bytes = crate::fsutil::read(path.as_ref())?;
+        let loaded = {
+            let b = Bundle::parse(&bytes)?;
+            Classifier::load(b.manifest, &b.tokenizer_json, b.onnx, options)?
+        };
+        // tract holds its own copy of the weights now: the file's bytes go before the first plan.
+        drop(bytes);
+        loaded.prepared()
     }
 
     /// Checks and prepares a bundle held in memory (the built-in model), without copying its
     /// model first.
     pub fn from_bundle_bytes(bytes: &[u8], options: ClassifierOptions) -> Result<Classifier> {
         let b = Bundle::parse(bytes)?;
+        let loaded = Classifier::load(b.manifest, &b.tokenizer_json, b.onnx, options)?;
         // Once tract holds the weights, the built-in model's pages are no longer needed.
-        let embedded = crate::embedded_model().is_some_and(|e| std::ptr::eq(e, bytes));
-        Classifier::from_sections(b.manifest, &b.tokenizer_json, b.onnx, options, || {
-            if embedded {
-                crate::release_embedded_model()
-            }
-        })
+        if crate::embedded_model().is_some_and(|e| std::ptr::eq(e, bytes)) {
+            crate::release_embedded_model()
+        }
+        loaded.prepared()
     }
 
     /// Checks that the bundle's model, tokenizer and labels fit together, and prepares it.
     pub fn from_bundle(bundle: &Bundle, options: ClassifierOptions) -> Result<Classifier> {
-        Classifier::from_sections(
+        Classifier::load(
             bundle.manifest.clone(),
             &bundle.tokenizer_json,
             &bundle.onnx,
             options,
-            || {},
-        )
+        )?
+        .prepared()
     }
 
-    /// `loaded` runs once the tokenizer and the graph are built from the sections.
-    fn from_sections(
+    /// Builds the tokenizer and the graph from a bundle's sections and checks that they fit
+    /// together; no plan is prepared yet ([`Classifier::prepared`]), so the caller can let the
+    /// sections go first.
+    fn load(
         manifest: Manifest,
         tokenizer_json: &[u8],
         onnx: &[u8],
         options: ClassifierOptions,
-        loaded: impl FnOnce(),
     ) -> Result<Classifier> {
         let max_len = manifest.max_seq_len as usize;
         if !(2..=8192).contains(&max_len) {
@@ -143,8 +150,7 @@ impl Classifier {
             (encoder, engine)
         });
         let encoder = encoder?;
-        let mut engine = engine?;
-        loaded();
+        let engine = engine?;
         if engine.logits() != manifest.labels.len() {
             return Err(ModelError::LabelCount {
                 labels: manifest.labels.len(),
@@ -167,8 +173,6 @@ impl Classifier {
             .filter(|&b| b < max_len)
             .collect();
         buckets.push(max_len);
-        // Preparing the smallest plan now proves that tract can optimise the graph at all.
-        engine.prepare(1, buckets[0])?;
         Ok(Classifier {
             manifest,
             encoder,
@@ -180,6 +184,13 @@ impl Classifier {
             },
             observer: ObserverSlot::default(),
         })
+    }
+
+    /// Prepares the smallest length bucket's plan: proves that tract can optimise the graph at
+    /// all, and the first short text answers without waiting for it.
+    fn prepared(mut self) -> Result<Classifier> {
+        self.engine.prepare(1, self.buckets[0])?;
+        Ok(self)
     }
 
     /// The bundle with its ONNX graph replaced by the compiled graph ([`Engine::compile`]): it
