@@ -226,7 +226,7 @@ impl Engine {
         ]);
         let state = self
             .pieces
-            .plan(&subs, &self.run_options)
+            .plan(&self.decluttered, &subs, &self.run_options)
             .map_err(ModelError::Tract)?;
         self.plans.insert((batch, len), state);
         Ok(())

@@ -20,16 +20,19 @@ use tract_onnx::tract_core::runtime::RunOptions;
 
 use crate::contain::caught;
 
-/// A piece of the graph: a model of its own, and where its inputs and outputs are in the whole.
+/// A piece of the graph: which operators it runs, and where its inputs and outputs are in the
+/// whole. Its model is built from the whole graph when a plan needs it, so that an engine holds
+/// the graph once.
 struct Piece {
-    model: TypedModel,
-    /// For each input of `model`, the outlet of the whole graph it receives.
+    /// The operators, in evaluation order; `None`: the whole graph as it is.
+    nodes: Option<Vec<usize>>,
+    /// For each input of the piece's model, the outlet of the whole graph it receives.
     reads: Vec<OutletId>,
-    /// For each output of `model`, the outlet of the whole graph it stands for.
+    /// For each output of the piece's model, the outlet of the whole graph it stands for.
     writes: Vec<OutletId>,
 }
 
-/// The analysed graph cut into pieces, ready to be planned for any shape.
+/// Where the analysed graph is cut, ready to be planned for any shape.
 pub(crate) struct Pieces {
     pieces: Vec<Piece>,
     inputs: Vec<OutletId>,
@@ -43,6 +46,62 @@ pub(crate) struct StagedState {
     writes: Vec<Vec<OutletId>>,
     inputs: Vec<OutletId>,
     outputs: Vec<OutletId>,
+}
+
+/// The model of the operators `nodes` of `whole` (in evaluation order) with the values they
+/// need from outside as inputs (constants are shared, not inputs) and `writes` as outputs.
+/// Returns it with the outlets of `whole` its inputs receive.
+fn piece_model(
+    whole: &TypedModel,
+    nodes: &[usize],
+    writes: &[OutletId],
+) -> TractResult<(TypedModel, Vec<OutletId>)> {
+    let mut piece = TypedModel {
+        symbols: whole.symbols.clone(),
+        ..TypedModel::default()
+    };
+    let mut wired: HashMap<OutletId, OutletId> = HashMap::new();
+    let mut reads = Vec::new();
+    for &id in nodes {
+        let node = whole.node(id);
+        let mut inputs = TVec::new();
+        for &input in &node.inputs {
+            if let Some(&w) = wired.get(&input) {
+                inputs.push(w);
+                continue;
+            }
+            let source = whole.node(input.node);
+            let fact = whole.outlet_fact(input)?;
+            let w = if source.op_is::<Const>() {
+                piece.wire_node(&source.name, source.op.clone(), &[])?[0]
+            } else if let Some(konst) = &fact.konst {
+                piece.add_const(format!("{}.{}", source.name, input.slot), konst.clone())?
+            } else {
+                reads.push(input);
+                piece.add_source(
+                    format!("{}.{}:in", source.name, input.slot),
+                    fact.without_value(),
+                )?
+            };
+            wired.insert(input, w);
+            inputs.push(w);
+        }
+        let outputs = piece.wire_node(&node.name, node.op.clone(), &inputs)?;
+        for (slot, &w) in outputs.iter().enumerate() {
+            wired.insert(OutletId::new(id, slot), w);
+        }
+    }
+    let outlets = writes
+        .iter()
+        .map(|o| {
+            wired
+                .get(o)
+                .copied()
+                .context("a piece's output outside the piece")
+        })
+        .collect::<TractResult<Vec<_>>>()?;
+    piece.select_output_outlets(&outlets)?;
+    Ok((piece, reads))
 }
 
 impl Pieces {
@@ -62,6 +121,19 @@ impl Pieces {
         let mut position = vec![usize::MAX; model.nodes().len()];
         for (at, &id) in order.iter().enumerate() {
             position[id] = at;
+        }
+        let computed = |o: &OutletId| position[o.node] != usize::MAX;
+        if parts <= 1 || n < 2 || !model.outputs.iter().all(computed) {
+            // One piece: the whole graph, planned as it is.
+            return Ok(Pieces {
+                pieces: vec![Piece {
+                    nodes: None,
+                    reads: model.inputs.clone(),
+                    writes: model.outputs.clone(),
+                }],
+                inputs: model.inputs.clone(),
+                outputs: model.outputs.clone(),
+            });
         }
         // crossing[c]: values computed before position c and read at c or later.
         let mut crossing = vec![0i64; n + 1];
@@ -85,26 +157,13 @@ impl Pieces {
                 }
             }
         }
-        let computed = |o: &OutletId| position[o.node] != usize::MAX;
-        if parts <= 1 || n < 2 || !model.outputs.iter().all(computed) {
-            // One piece: the whole graph, planned as it is.
-            return Ok(Pieces {
-                pieces: vec![Piece {
-                    model: model.clone(),
-                    reads: model.inputs.clone(),
-                    writes: model.outputs.clone(),
-                }],
-                inputs: model.inputs.clone(),
-                outputs: model.outputs.clone(),
-            });
-        }
         let parts = parts.min(n);
         let window = n / 10;
         let mut cuts = vec![0];
         for k in 1..parts {
             let target = k * n / parts;
             let lo = (target.saturating_sub(window)).max(cuts[cuts.len() - 1] + 1);
-            let hi = (target + window).min(n.saturating_sub(1));
+            let hi = (target + window).min(n - 1);
             if lo > hi {
                 continue;
             }
@@ -121,44 +180,10 @@ impl Pieces {
         };
         let mut pieces = Vec::with_capacity(cuts.len() - 1);
         for (index, range) in cuts.windows(2).enumerate() {
-            let mut piece = TypedModel {
-                symbols: model.symbols.clone(),
-                ..TypedModel::default()
-            };
-            let mut wired: HashMap<OutletId, OutletId> = HashMap::new();
-            let mut reads = Vec::new();
-            for &id in &order[range[0]..range[1]] {
-                let node = model.node(id);
-                let mut inputs = TVec::new();
-                for &input in &node.inputs {
-                    if let Some(&w) = wired.get(&input) {
-                        inputs.push(w);
-                        continue;
-                    }
-                    let source = model.node(input.node);
-                    let fact = model.outlet_fact(input)?;
-                    let w = if source.op_is::<Const>() {
-                        piece.wire_node(&source.name, source.op.clone(), &[])?[0]
-                    } else if let Some(konst) = &fact.konst {
-                        piece.add_const(format!("{}.{}", source.name, input.slot), konst.clone())?
-                    } else {
-                        reads.push(input);
-                        piece.add_source(
-                            format!("{}.{}:in", source.name, input.slot),
-                            fact.without_value(),
-                        )?
-                    };
-                    wired.insert(input, w);
-                    inputs.push(w);
-                }
-                let outputs = piece.wire_node(&node.name, node.op.clone(), &inputs)?;
-                for (slot, &w) in outputs.iter().enumerate() {
-                    wired.insert(OutletId::new(id, slot), w);
-                }
-            }
+            let nodes = order[range[0]..range[1]].to_vec();
             // What this piece computes and a later piece (or the caller) reads.
             let mut writes = Vec::new();
-            for &id in &order[range[0]..range[1]] {
+            for &id in &nodes {
                 for (slot, output) in model.node(id).outputs.iter().enumerate() {
                     let outlet = OutletId::new(id, slot);
                     let later = output
@@ -170,10 +195,10 @@ impl Pieces {
                     }
                 }
             }
-            let outlets: Vec<OutletId> = writes.iter().map(|o| wired[o]).collect();
-            piece.select_output_outlets(&outlets)?;
+            // Built once here to learn its inputs (and that it builds at all).
+            let (_, reads) = piece_model(model, &nodes, &writes)?;
             pieces.push(Piece {
-                model: piece,
+                nodes: Some(nodes),
                 reads,
                 writes,
             });
@@ -190,18 +215,23 @@ impl Pieces {
         self.pieces.len()
     }
 
-    /// Optimises every piece for the symbol values `subs`, each on its own thread (the first on
-    /// this one), and spawns the states.
+    /// Builds every piece of `whole` (the graph [`Pieces::cut`] cut) and optimises it for the
+    /// symbol values `subs`, each on its own thread (the first on this one); spawns the states.
     pub(crate) fn plan(
         &self,
+        whole: &TypedModel,
         subs: &HashMap<Symbol, TDim>,
         options: &RunOptions,
     ) -> Result<StagedState, String> {
         let optimise = |piece: &Piece| {
             caught(|| {
-                piece
-                    .model
-                    .set_symbols(subs)?
+                let concrete = match &piece.nodes {
+                    None => whole.set_symbols(subs)?,
+                    Some(nodes) => piece_model(whole, nodes, &piece.writes)?
+                        .0
+                        .set_symbols(subs)?,
+                };
+                concrete
                     .into_optimized()?
                     .into_runnable_with_options(options)?
                     .spawn()
@@ -314,12 +344,13 @@ mod tests {
             let pieces = Pieces::cut(&model, parts).unwrap();
             assert_eq!(pieces.len(), parts);
             for piece in &pieces.pieces {
+                assert_eq!(piece.nodes.is_none(), parts == 1);
                 // One value in (the block's input), one out: every cut is between blocks.
                 assert_eq!(piece.reads.len(), 1, "{parts} pieces");
                 assert_eq!(piece.writes.len(), 1, "{parts} pieces");
             }
             let mut state = pieces
-                .plan(&HashMap::new(), &RunOptions::default())
+                .plan(&model, &HashMap::new(), &RunOptions::default())
                 .unwrap();
             let out = state
                 .run_with_eval(
