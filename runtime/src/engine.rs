@@ -275,7 +275,7 @@ impl Engine {
     pub fn profile(&mut self, tokens: &TokenBatch, runs: usize) -> Result<Vec<OpTime>, String> {
         self.run(tokens)?;
         let runs = runs.max(1);
-        let mut by_op: HashMap<String, (HashSet<usize>, std::time::Duration)> = HashMap::new();
+        let mut by_op: HashMap<String, (HashSet<String>, std::time::Duration)> = HashMap::new();
         for _ in 0..runs {
             let inputs = self.inputs(tokens)?;
             let state = self
@@ -293,9 +293,13 @@ impl Engine {
                      input: TVec<TValue>| {
                         let start = std::time::Instant::now();
                         let out = eval_node(ctx, op_state, node, input);
+                        let elapsed = start.elapsed();
                         let entry = by_op.entry(node.op().name().to_string()).or_default();
-                        entry.0.insert(node.id);
-                        entry.1 += start.elapsed();
+                        // By name: node ids are per piece, names are the whole graph's.
+                        if !entry.0.contains(&node.name) {
+                            entry.0.insert(node.name.clone());
+                        }
+                        entry.1 += elapsed;
                         out
                     },
                 )
