@@ -257,8 +257,9 @@ impl Engine {
             .plans
             .get_mut(&(tokens.batch, tokens.len))
             .ok_or("no plan")?;
-        let outputs = state
-            .run_with_eval(inputs, eval_node)
+        let outputs = self
+            .pieces
+            .run_with_eval(state, inputs, eval_node)
             .map_err(|e| format!("{e:#}"))?;
         let view = outputs[0]
             .to_plain_array_view::<f32>()
@@ -282,8 +283,9 @@ impl Engine {
                 .plans
                 .get_mut(&(tokens.batch, tokens.len))
                 .ok_or("no plan")?;
-            state
+            self.pieces
                 .run_with_eval(
+                    state,
                     inputs,
                     |ctx: &tract_onnx::tract_core::plan::EvalContext<'_>,
                      op_state: Option<

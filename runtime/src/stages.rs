@@ -39,13 +39,9 @@ pub(crate) struct Pieces {
     outputs: Vec<OutletId>,
 }
 
-/// One shape's plan: the pieces' optimised states, run in order.
+/// One shape's plan: the pieces' optimised states, in order; run by [`Pieces::run_with_eval`].
 pub(crate) struct StagedState {
     stages: Vec<TypedSimpleState>,
-    reads: Vec<Vec<OutletId>>,
-    writes: Vec<Vec<OutletId>>,
-    inputs: Vec<OutletId>,
-    outputs: Vec<OutletId>,
 }
 
 /// The model of the operators `nodes` of `whole` (in evaluation order) with the values they
@@ -250,20 +246,13 @@ impl Pieces {
                 }))
                 .collect::<Result<Vec<_>, String>>()
         })?;
-        Ok(StagedState {
-            stages,
-            reads: self.pieces.iter().map(|p| p.reads.clone()).collect(),
-            writes: self.pieces.iter().map(|p| p.writes.clone()).collect(),
-            inputs: self.inputs.clone(),
-            outputs: self.outputs.clone(),
-        })
+        Ok(StagedState { stages })
     }
-}
 
-impl StagedState {
-    /// Runs the pieces in order with `eval` for every node; returns the graph's outputs.
+    /// Runs `state`'s pieces in order with `eval` for every node; returns the graph's outputs.
     pub(crate) fn run_with_eval<E>(
-        &mut self,
+        &self,
+        state: &mut StagedState,
         inputs: TVec<TValue>,
         mut eval: E,
     ) -> TractResult<TVec<TValue>>
@@ -284,13 +273,14 @@ impl StagedState {
         }
         let mut values: HashMap<OutletId, TValue> =
             self.inputs.iter().copied().zip(inputs).collect();
-        for ((stage, reads), writes) in self.stages.iter_mut().zip(&self.reads).zip(&self.writes) {
-            let inputs = reads
+        for (stage, piece) in state.stages.iter_mut().zip(&self.pieces) {
+            let inputs = piece
+                .reads
                 .iter()
                 .map(|o| values.get(o).cloned().context("a value no piece computed"))
                 .collect::<TractResult<TVec<TValue>>>()?;
             let outputs = stage.run_plan_with_eval(inputs, &mut eval)?;
-            values.extend(writes.iter().copied().zip(outputs));
+            values.extend(piece.writes.iter().copied().zip(outputs));
         }
         self.outputs
             .iter()
@@ -352,8 +342,9 @@ mod tests {
             let mut state = pieces
                 .plan(&model, &HashMap::new(), &RunOptions::default())
                 .unwrap();
-            let out = state
+            let out = pieces
                 .run_with_eval(
+                    &mut state,
                     tvec![input.clone().into_tvalue()],
                     |ctx, op_state, node, inputs| {
                         tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs)
