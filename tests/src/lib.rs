@@ -5,6 +5,16 @@
 pub mod int8;
 pub mod reference;
 
+/// Texts in the tiny vocabulary, one long enough to need a 32-token plan: the texts that compare
+/// one way of running a model with another.
+pub const REVIEW_TEXTS: &[&str] = &[
+    "the movie was good",
+    "awful plot , boring acting",
+    "i love this film and the story is great fun",
+    "not bad",
+    "it was very very boring and i hate it, it was very very boring and i hate it, so boring",
+];
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

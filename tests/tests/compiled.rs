@@ -9,15 +9,8 @@ use edgebert_runtime::bundle::{FORMAT_VERSION, ONNX_FORMAT_VERSION};
 use edgebert_runtime::engine::is_compiled;
 use edgebert_runtime::{pack, Bundle, Classifier, ClassifierOptions, Error, ModelError};
 use edgebert_tests::int8::{quantize, Form};
+use edgebert_tests::REVIEW_TEXTS as TEXTS;
 use edgebert_tests::{tokenizer_json_with, workspace_bin, TinyModel};
-
-const TEXTS: &[&str] = &[
-    "the movie was good",
-    "awful plot , boring acting",
-    "i love this film and the story is great fun",
-    "not bad",
-    "it was very very boring and i hate it, it was very very boring and i hate it, so boring",
-];
 
 fn opts() -> ClassifierOptions {
     ClassifierOptions::default()

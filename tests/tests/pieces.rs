@@ -9,14 +9,7 @@ use edgebert_runtime::text::TextEncoder;
 use edgebert_runtime::{embedded_model, pack, Bundle, Classifier, ClassifierOptions};
 use edgebert_tests::int8::{quantize, Form};
 use edgebert_tests::TinyModel;
-
-const TEXTS: &[&str] = &[
-    "the movie was good",
-    "awful plot , boring acting",
-    "i love this film and the story is great fun",
-    "not bad",
-    "it was very very boring and i hate it, it was very very boring and i hate it, so boring",
-];
+use edgebert_tests::REVIEW_TEXTS as TEXTS;
 
 /// Logits of the first text at length 16 and of all texts at each length (≥ 32), from an engine cut in `pieces`.
 fn logits(graph: &[u8], enc: &TextEncoder, pieces: usize, lens: &[usize]) -> Vec<Vec<f32>> {
