@@ -257,10 +257,11 @@ impl Engine {
             .plans
             .get_mut(&(tokens.batch, tokens.len))
             .ok_or("no plan")?;
-        let outputs = self
-            .pieces
-            .run_with_eval(state, inputs, eval_node)
-            .map_err(|e| format!("{e:#}"))?;
+        let pieces = &self.pieces;
+        let outputs = on_pool(&self.run_options, || {
+            pieces.run_with_eval(state, inputs, eval_node)
+        })
+        .map_err(|e| format!("{e:#}"))?;
         let view = outputs[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| format!("{e:#}"))?;
@@ -283,8 +284,10 @@ impl Engine {
                 .plans
                 .get_mut(&(tokens.batch, tokens.len))
                 .ok_or("no plan")?;
-            self.pieces
-                .run_with_eval(
+            let pieces = &self.pieces;
+            let by_op = &mut by_op;
+            on_pool(&self.run_options, || {
+                pieces.run_with_eval(
                     state,
                     inputs,
                     |ctx: &tract_onnx::tract_core::plan::EvalContext<'_>,
@@ -305,7 +308,8 @@ impl Engine {
                         out
                     },
                 )
-                .map_err(|e| format!("{e:#}"))?;
+            })
+            .map_err(|e| format!("{e:#}"))?;
         }
         let mut out: Vec<OpTime> = by_op
             .into_iter()
@@ -317,6 +321,17 @@ impl Engine {
             .collect();
         out.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
         Ok(out)
+    }
+}
+
+/// Runs `f` on the plan's pool with its threads kept awake ([`crate::pool::run_hot`]) when it
+/// has one, else here.
+fn on_pool<R: Send>(options: &RunOptions, f: impl FnOnce() -> R + Send) -> R {
+    match &options.executor {
+        Some(tract_linalg::multithread::Executor::MultiThread(pool)) => {
+            crate::pool::run_hot(pool, f)
+        }
+        _ => f(),
     }
 }
 

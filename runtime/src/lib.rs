@@ -19,6 +19,7 @@ pub mod error;
 pub mod fsutil;
 pub mod manifest;
 pub mod ops;
+mod pool;
 pub mod serve;
 mod stages;
 pub mod text;

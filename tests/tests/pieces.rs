@@ -1,7 +1,7 @@
 //! Plans optimised in pieces (`Engine::load_in_pieces`): the graph cut into consecutive pieces,
 //! each optimised on its own thread and run one after the other, answers exactly as the plan of
 //! the whole graph, for every form of graph we ship (ONNX and compiled, f32 and int8) and the
-//! built-in model.
+//! built-in model; and so does a plan run on several threads.
 
 use edgebert_quantize::onnx::{decode, encode};
 use edgebert_runtime::engine::Engine;
@@ -11,9 +11,16 @@ use edgebert_tests::int8::{quantize, Form};
 use edgebert_tests::TinyModel;
 use edgebert_tests::REVIEW_TEXTS as TEXTS;
 
-/// Logits of the first text at length 16 and of all texts at each length (≥ 32), from an engine cut in `pieces`.
-fn logits(graph: &[u8], enc: &TextEncoder, pieces: usize, lens: &[usize]) -> Vec<Vec<f32>> {
-    let mut engine = Engine::load_in_pieces(graph, 1, pieces).unwrap();
+/// Logits of the first text at length 16 and of all texts at each length (≥ 32), from an engine
+/// cut in `pieces` that runs on `threads`.
+fn logits(
+    graph: &[u8],
+    enc: &TextEncoder,
+    threads: usize,
+    pieces: usize,
+    lens: &[usize],
+) -> Vec<Vec<f32>> {
+    let mut engine = Engine::load_in_pieces(graph, threads, pieces).unwrap();
     assert_eq!(engine.pieces(), pieces, "the graph was cut in fewer pieces");
     let mut out = Vec::new();
     // One short text alone (batch 1, the smallest bucket), then all texts at each length.
@@ -27,10 +34,10 @@ fn logits(graph: &[u8], enc: &TextEncoder, pieces: usize, lens: &[usize]) -> Vec
 fn same_answers_in_pieces(name: &str, bundle: &Bundle, lens: &[usize]) {
     let enc = TextEncoder::from_json(&bundle.tokenizer_json, bundle.manifest.max_seq_len as usize)
         .unwrap();
-    let whole = logits(&bundle.onnx, &enc, 1, lens);
+    let whole = logits(&bundle.onnx, &enc, 1, 1, lens);
     assert!(whole.iter().flatten().all(|x| x.is_finite()));
     for pieces in 2..=4 {
-        let cut = logits(&bundle.onnx, &enc, pieces, lens);
+        let cut = logits(&bundle.onnx, &enc, 1, pieces, lens);
         assert_eq!(cut, whole, "{name}: {pieces} pieces answer differently");
     }
 }
@@ -63,6 +70,35 @@ fn the_built_in_model_answers_the_same_in_pieces() {
     let bytes = embedded_model().expect("built with the default model");
     let bundle = Bundle::from_bytes(bytes).unwrap();
     same_answers_in_pieces("built-in", &bundle, &[32, 128]);
+}
+
+#[test]
+fn the_built_in_model_answers_the_same_on_several_threads() {
+    // On several threads the plan runs on a worker of the engine's pool with the others kept
+    // awake (runtime/src/pool.rs) and tract splits products, chains and softmax between them by
+    // rows and tiles, never inside a sum: the answers are the single thread's to the bit. Many
+    // runs back to back, because a pool that could deadlock would do it between two of them.
+    let bytes = embedded_model().expect("built with the default model");
+    let bundle = Bundle::from_bytes(bytes).unwrap();
+    let enc = TextEncoder::from_json(&bundle.tokenizer_json, 128).unwrap();
+    let lens = [32, 128];
+    let one = logits(&bundle.onnx, &enc, 1, 1, &lens);
+    for threads in [2, 4] {
+        for pieces in [1, 2] {
+            let mut engine = Engine::load_in_pieces(&bundle.onnx, threads, pieces).unwrap();
+            for round in 0..20 {
+                let got = [16, 32, 128].map(|len| {
+                    let texts = if len == 16 { &TEXTS[..1] } else { TEXTS };
+                    engine.run(&enc.batch(texts, len).unwrap()).unwrap()
+                });
+                assert_eq!(
+                    got.as_slice(),
+                    one.as_slice(),
+                    "{threads} threads, {pieces} pieces, round {round}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
