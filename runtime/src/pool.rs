@@ -85,7 +85,7 @@ pub(crate) fn run_hot<R: Send>(pool: &ThreadPool, f: impl FnOnce() -> R + Send) 
                     idle = idle.wrapping_add(1);
                     // Now and then let the system run something else on this core: a machine
                     // busier than its cores (tests in parallel) must not lose a core to us.
-                    if idle % YIELD_EVERY == 0 {
+                    if idle.is_multiple_of(YIELD_EVERY) {
                         std::thread::yield_now();
                     } else {
                         std::hint::spin_loop();
