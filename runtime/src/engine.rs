@@ -735,3 +735,78 @@ fn embedding_rows<'g>(graph: &'g GraphProto) -> Option<usize> {
     }
     None
 }
+
+#[cfg(all(test, feature = "default-model"))]
+mod tests {
+    use super::*;
+
+    /// The built-in model's graph for one 1×`len` text, optimised by tract, with and without
+    /// [`crate::ops::fuse_dequantize_bias`]: the fused plan has one `DequantizeBias` per int8
+    /// product with a bias and no `Cast` after them, and the same logits to the bit.
+    #[test]
+    fn fusing_the_dequantization_changes_no_bit() {
+        let bundle = crate::bundle::Bundle::parse(crate::EMBEDDED_MODEL).unwrap();
+        let loaded = load_compiled(bundle.onnx).unwrap();
+        for len in [16usize, 37] {
+            let subs = HashMap::from([
+                (loaded.batch_sym.clone(), 1.to_dim()),
+                (loaded.seq_sym.clone(), (len as i64).to_dim()),
+            ]);
+            let concrete = loaded.decluttered.set_symbols(&subs).unwrap();
+            let casts_i32 = |m: &TypedModel| {
+                m.nodes
+                    .iter()
+                    .filter(|n| {
+                        n.op().name() == "Cast"
+                            && m.outlet_fact(n.inputs[0]).unwrap().datum_type == i32::datum_type()
+                    })
+                    .count()
+            };
+            let mut fused = concrete.clone();
+            let count = crate::ops::fuse_dequantize_bias(&mut fused).unwrap();
+            // Q, K, V, attention output, two feed-forward products per layer, 3 layers, at least.
+            assert!(count >= 18, "{count} fused");
+            let (fused, plain) = (
+                fused.into_optimized().unwrap(),
+                concrete.into_optimized().unwrap(),
+            );
+            let named = |m: &TypedModel, name: &str| {
+                m.nodes.iter().filter(|n| n.op().name() == name).count()
+            };
+            assert_eq!(named(&fused, "DequantizeBias (edgebert)"), count);
+            assert_eq!(casts_i32(&fused) + count, casts_i32(&plain));
+
+            let inputs: TVec<TValue> = loaded
+                .roles
+                .iter()
+                .map(|role| {
+                    let values: Vec<i64> = (0..len as i64)
+                        .map(|i| match role {
+                            InputRole::Ids => [101, 2023, 3185, 2001, 6429, 999][i as usize % 6],
+                            InputRole::Mask => i64::from(i < len as i64 - 3),
+                            InputRole::TypeIds => 0,
+                        })
+                        .collect();
+                    tract_ndarray::Array2::from_shape_vec((1, len), values)
+                        .unwrap()
+                        .into_tvalue()
+                })
+                .collect();
+            let run = |m: TypedModel| {
+                let out = m.into_runnable().unwrap().run(inputs.clone()).unwrap();
+                out[0]
+                    .try_as_plain_ram()
+                    .unwrap()
+                    .as_slice::<f32>()
+                    .unwrap()
+                    .to_vec()
+            };
+            let (a, b) = (run(fused), run(plain));
+            assert_eq!(
+                a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{a:?} vs {b:?}"
+            );
+        }
+    }
+}

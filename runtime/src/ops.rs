@@ -128,6 +128,213 @@ impl TypedOp for DynamicQuantizeU8 {
     }
 }
 
+/// `y = f32(acc) · scale + bias [+ residual]`, `scale` and `bias` along the last axis: what
+/// follows each int8 matrix product in the graph the quantizer writes (the i32 sums cast to f32,
+/// times the activation's scale times each column's weight scale, then the layer's bias, and
+/// after the attention output and the second feed-forward product the residual stream), in one
+/// pass. tract runs it as a `Cast` and then a `Mul`+`Add`(+`Add`) chain: two passes over the
+/// product's output. The same operations in the same order, so the same answers to the bit.
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
+pub struct DequantizeBias;
+
+impl Op for DequantizeBias {
+    fn name(&self) -> StaticName {
+        "DequantizeBias (edgebert)".into()
+    }
+
+    fn as_typed(&self) -> Option<&dyn TypedOp> {
+        Some(self)
+    }
+}
+
+impl EvalOp for DequantizeBias {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 3 || inputs.len() == 4);
+        let acc = &inputs[0];
+        let n = acc.shape().last().copied().unwrap_or(1);
+        let scale = inputs[1].cast_to::<f32>()?;
+        let bias = inputs[2].cast_to::<f32>()?;
+        let residual = match inputs.get(3) {
+            Some(r) => {
+                ensure!(
+                    r.shape() == acc.shape(),
+                    "DequantizeBias: residual of another shape"
+                );
+                r.try_as_plain_ram()?.as_slice::<f32>()?
+            }
+            None => &[],
+        };
+        let (scale, bias) = (
+            scale.try_as_plain_ram()?.as_slice::<f32>()?,
+            bias.try_as_plain_ram()?.as_slice::<f32>()?,
+        );
+        ensure!(
+            scale.len() == n && bias.len() == n && n > 0,
+            "DequantizeBias: scale and bias must have the product's {n} columns"
+        );
+        let mut out = unsafe { Tensor::uninitialized_dt(f32::datum_type(), acc.shape())? };
+        dequantize_bias(
+            acc.try_as_plain_ram()?.as_slice::<i32>()?,
+            scale,
+            bias,
+            residual,
+            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+        );
+        Ok(tvec!(out.into_tvalue()))
+    }
+
+    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
+        Ok(Some(EvalOp::eval(
+            self,
+            &EvalContext::out_of_plan(),
+            inputs,
+        )?))
+    }
+}
+
+impl TypedOp for DequantizeBias {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].datum_type == i32::datum_type());
+        Ok(tvec!(f32::fact(inputs[0].shape.clone())))
+    }
+
+    fn as_op(&self) -> &dyn Op {
+        self
+    }
+
+    fn as_op_mut(&mut self) -> &mut dyn Op {
+        self
+    }
+}
+
+/// Replaces each `Cast(i32 → f32) → Mul(scale) → Add(bias)`, and the `Add` of a value of the same
+/// shape (the residual) after it if there is one, of `model` whose scale and bias vary only along
+/// the last axis (and whose middle values nothing else reads) by one [`DequantizeBias`]; returns
+/// how many. Run on each plan's concrete graph before tract
+/// optimises it, so the analysed graph (and what `edgebert compile` stores) keeps tract's own ops.
+pub fn fuse_dequantize_bias(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
+    use tract_onnx::tract_core::ops::cast::Cast;
+    use tract_onnx::tract_core::ops::math::{Add, Mul};
+
+    // The only reader of `outlet`, when it is a binary `B` (and not a model output), with the
+    // outlet of its other operand.
+    fn next_bin<B: BinMiniOp>(model: &TypedModel, outlet: OutletId) -> Option<(usize, OutletId)> {
+        let successors = &model.nodes[outlet.node].outputs[outlet.slot].successors;
+        if successors.len() != 1 || model.outputs.contains(&outlet) {
+            return None;
+        }
+        let node = &model.nodes[successors[0].node];
+        let bin = node.op_as::<TypedBinOp>()?;
+        if !bin.0.is::<B>() || node.inputs.len() != 2 {
+            return None;
+        }
+        let other = if node.inputs[0] == outlet {
+            node.inputs[1]
+        } else {
+            node.inputs[0]
+        };
+        Some((node.id, other))
+    }
+
+    let mut matches = Vec::new();
+    for node in &model.nodes {
+        let Some(cast) = node.op_as::<Cast>() else {
+            continue;
+        };
+        let acc = model.outlet_fact(node.inputs[0])?;
+        if cast.to != f32::datum_type() || acc.datum_type != i32::datum_type() {
+            continue;
+        }
+        let cast_out = OutletId::new(node.id, 0);
+        let Some((mul, scale)) = next_bin::<Mul>(model, cast_out) else {
+            continue;
+        };
+        let Some((add, bias)) = next_bin::<Add>(model, OutletId::new(mul, 0)) else {
+            continue;
+        };
+        let Some(n) = acc.shape.last().and_then(|d| d.to_usize().ok()) else {
+            continue;
+        };
+        // Per column only: all axes 1 but the last, which is the product's columns.
+        let per_column = |fact: &TypedFact| {
+            fact.datum_type == f32::datum_type()
+                && fact.rank() <= acc.rank()
+                && fact.shape.last().and_then(|d| d.to_usize().ok()) == Some(n)
+                && fact.shape.iter().rev().skip(1).all(|d| d.is_one())
+        };
+        let same_shape = |outlet: OutletId| {
+            model
+                .outlet_fact(outlet)
+                .is_ok_and(|f| f.shape == acc.shape && f.datum_type == f32::datum_type())
+        };
+        if per_column(model.outlet_fact(scale)?)
+            && per_column(model.outlet_fact(bias)?)
+            && same_shape(OutletId::new(mul, 0))
+            && same_shape(OutletId::new(add, 0))
+        {
+            let residual =
+                next_bin::<Add>(model, OutletId::new(add, 0)).filter(|&(add, residual)| {
+                    same_shape(OutletId::new(add, 0)) && same_shape(residual)
+                });
+            let (last, residual) = match residual {
+                Some((add, residual)) => (add, Some(residual)),
+                None => (add, None),
+            };
+            matches.push((
+                node.inputs[0],
+                scale,
+                bias,
+                residual,
+                last,
+                node.name.clone(),
+            ));
+        }
+    }
+    for (acc, scale, bias, residual, last, name) in &matches {
+        let mut patch = TypedModelPatch::default();
+        let mut inputs = tvec![
+            patch.tap_model(model, *acc)?,
+            patch.tap_model(model, *scale)?,
+            patch.tap_model(model, *bias)?,
+        ];
+        if let Some(residual) = residual {
+            inputs.push(patch.tap_model(model, *residual)?);
+        }
+        let y = patch.wire_node(format!("{name}.dequantize_bias"), DequantizeBias, &inputs)?;
+        patch.shunt_outside(model, OutletId::new(*last, 0), y[0])?;
+        patch.apply(model)?;
+    }
+    Ok(matches.len())
+}
+
+#[inline(always)]
+fn dequantize_bias_body(
+    acc: &[i32],
+    scale: &[f32],
+    bias: &[f32],
+    residual: &[f32],
+    ys: &mut [f32],
+) {
+    let n = scale.len();
+    // Each step rounded on its own, in tract's order (no fused multiply-add).
+    if residual.is_empty() {
+        for (a, y) in acc.chunks_exact(n).zip(ys.chunks_exact_mut(n)) {
+            for (((y, &a), &s), &b) in y.iter_mut().zip(a).zip(scale).zip(bias) {
+                *y = a as f32 * s + b;
+            }
+        }
+    } else {
+        let rows = acc.chunks_exact(n).zip(residual.chunks_exact(n));
+        for ((a, r), y) in rows.zip(ys.chunks_exact_mut(n)) {
+            let columns = y.iter_mut().zip(a).zip(r).zip(scale).zip(bias);
+            for ((((y, &a), &r), &s), &b) in columns {
+                *y = a as f32 * s + b + r;
+            }
+        }
+    }
+}
+
 /// Lanes of the min/max and quantize loops: wide enough for AVX-512 and four NEON registers.
 const LANES: usize = 16;
 
@@ -220,6 +427,12 @@ multiversion! {
 multiversion! {
     /// `ys[i] = saturate(round_half_even(xs[i] / scale) + zero_point)`.
     pub fn quantize / quantize_body(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8])
+}
+
+multiversion! {
+    /// `ys[i] = f32(acc[i]) · scale[c] + bias[c] (+ residual[i] unless it is empty)`, `c = i mod n`,
+    /// `n` the length of `scale`.
+    fn dequantize_bias / dequantize_bias_body(acc: &[i32], scale: &[f32], bias: &[f32], residual: &[f32], ys: &mut [f32])
 }
 
 #[inline(always)]
@@ -484,6 +697,104 @@ mod tests {
         let tiny = f32::MIN_POSITIVE / 8.0;
         check(&[tiny, -tiny, 2.0, -1.0, 3.0 * tiny]);
         check(&[tiny, -tiny, 2.0 * tiny, -5.0 * tiny, 0.0]);
+    }
+
+    /// `Cast(i32 → f32) → Mul(scale) → Add(bias) [→ Add(residual)]` on random sums, as tract
+    /// runs it and fused: the same bits (a fused multiply-add, or another order, would differ in
+    /// the last place).
+    #[test]
+    fn dequantize_bias_matches_tract_bit_for_bit() {
+        use tract_onnx::tract_core::ops::cast::cast;
+        use tract_onnx::tract_core::ops::math;
+        let (rows, n) = (7usize, 40usize);
+        let mut seed = 0x2545_f491_u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let acc: Vec<i32> = (0..rows * n)
+            .map(|_| (next() % 2_000_001) as i32 - 1_000_000)
+            .collect();
+        let mut uniform = |count: usize, scale: f32, offset: f32| -> Vec<f32> {
+            (0..count)
+                .map(|_| (next() % 10_007) as f32 / 10_007.0 * scale + offset)
+                .collect()
+        };
+        let scale = uniform(n, 2e-3, 1e-4);
+        let bias = uniform(n, 2.0, -1.0);
+        let residual = uniform(rows * n, 6.0, -3.0);
+
+        for with_residual in [false, true] {
+            let mut model = TypedModel::default();
+            let x = model.add_source("acc", i32::fact([1, rows, n])).unwrap();
+            let r = model
+                .add_source("residual", f32::fact([1, rows, n]))
+                .unwrap();
+            let column = |v: &[f32]| tensor1(v).into_shape(&[1, 1, n]).unwrap();
+            let s = model.add_const("scale", column(&scale)).unwrap();
+            let b = model.add_const("bias", column(&bias)).unwrap();
+            let c = model
+                .wire_node("cast", cast(f32::datum_type()), &[x])
+                .unwrap();
+            let m = model.wire_node("mul", math::mul(), &[c[0], s]).unwrap();
+            let mut y = model.wire_node("add", math::add(), &[m[0], b]).unwrap();
+            if with_residual {
+                y = model
+                    .wire_node("add_residual", math::add(), &[r, y[0]])
+                    .unwrap();
+            }
+            model.select_output_outlets(&y).unwrap();
+            let mut fused = model.clone();
+            assert_eq!(fuse_dequantize_bias(&mut fused).unwrap(), 1);
+            let fused_inputs = fused.nodes.iter().find(|n| n.op_is::<DequantizeBias>());
+            assert_eq!(
+                fused_inputs.unwrap().inputs.len(),
+                3 + usize::from(with_residual)
+            );
+
+            let inputs = tvec!(
+                tensor1(&acc)
+                    .into_shape(&[1, rows, n])
+                    .unwrap()
+                    .into_tvalue(),
+                tensor1(&residual)
+                    .into_shape(&[1, rows, n])
+                    .unwrap()
+                    .into_tvalue()
+            );
+            let run = |m: TypedModel| {
+                let out = m
+                    .into_optimized()
+                    .unwrap()
+                    .into_runnable()
+                    .unwrap()
+                    .run(inputs.clone())
+                    .unwrap();
+                let out = out[0].try_as_plain_ram().unwrap();
+                let out = out.as_slice::<f32>().unwrap();
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(run(fused), run(model), "residual: {with_residual}");
+
+            // And each build of the loop on its own.
+            let r: &[f32] = if with_residual { &residual } else { &[] };
+            let want: Vec<u32> = acc
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| {
+                    let y = a as f32 * scale[i % n] + bias[i % n];
+                    (if with_residual { y + residual[i] } else { y }).to_bits()
+                })
+                .collect();
+            for isa in Isa::available() {
+                let mut ys = vec![0f32; acc.len()];
+                isa.dequantize_bias(&acc, &scale, &bias, r, &mut ys);
+                let got: Vec<u32> = ys.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "{isa:?}, residual: {with_residual}");
+            }
+        }
     }
 
     proptest::proptest! {

@@ -221,12 +221,13 @@ impl Pieces {
     ) -> Result<StagedState, String> {
         let optimise = |piece: &Piece| {
             caught(|| {
-                let concrete = match &piece.nodes {
+                let mut concrete = match &piece.nodes {
                     None => whole.set_symbols(subs)?,
                     Some(nodes) => piece_model(whole, nodes, &piece.writes)?
                         .0
                         .set_symbols(subs)?,
                 };
+                crate::ops::fuse_dequantize_bias(&mut concrete)?;
                 concrete
                     .into_optimized()?
                     .into_runnable_with_options(options)?
