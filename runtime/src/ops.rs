@@ -79,9 +79,7 @@ impl Op for DynamicQuantizeU8 {
         "DynamicQuantizeU8 (edgebert)".into()
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    tract_onnx::tract_core::op_as_typed_op!();
 }
 
 impl EvalOp for DynamicQuantizeU8 {
@@ -103,13 +101,7 @@ impl EvalOp for DynamicQuantizeU8 {
         ))
     }
 
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    tract_onnx::tract_core::op_out_of_plan!();
 }
 
 impl TypedOp for DynamicQuantizeU8 {
@@ -119,13 +111,7 @@ impl TypedOp for DynamicQuantizeU8 {
         Ok(tvec!(quantized, f32::scalar_fact(), u8::scalar_fact()))
     }
 
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    tract_onnx::tract_core::as_op!();
 }
 
 /// `y = f32(acc) · scale + bias [+ residual]`, `scale` and `bias` along the last axis: what
@@ -142,9 +128,7 @@ impl Op for DequantizeBias {
         "DequantizeBias (edgebert)".into()
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    tract_onnx::tract_core::op_as_typed_op!();
 }
 
 impl EvalOp for DequantizeBias {
@@ -183,13 +167,7 @@ impl EvalOp for DequantizeBias {
         Ok(tvec!(out.into_tvalue()))
     }
 
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    tract_onnx::tract_core::op_out_of_plan!();
 }
 
 impl TypedOp for DequantizeBias {
@@ -198,13 +176,7 @@ impl TypedOp for DequantizeBias {
         Ok(tvec!(f32::fact(inputs[0].shape.clone())))
     }
 
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    tract_onnx::tract_core::as_op!();
 }
 
 /// Replaces each `Cast(i32 → f32) → Mul(scale) → Add(bias)`, and the `Add` of a value of the same
