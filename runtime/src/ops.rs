@@ -182,8 +182,8 @@ impl TypedOp for DequantizeBias {
 /// Replaces each `Cast(i32 → f32) → Mul(scale) → Add(bias)`, and the `Add` of a value of the same
 /// shape (the residual) after it if there is one, of `model` whose scale and bias vary only along
 /// the last axis (and whose middle values nothing else reads) by one [`DequantizeBias`]; returns
-/// how many. Run on each plan's concrete graph before tract
-/// optimises it, so the analysed graph (and what `edgebert compile` stores) keeps tract's own ops.
+/// how many. Run on each plan's concrete graph before tract optimises it, so the analysed graph
+/// (and what `edgebert compile` stores) keeps tract's own ops.
 pub fn fuse_dequantize_bias(model: &mut TypedModel) -> TractResult<usize> {
     use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
     use tract_onnx::tract_core::ops::cast::Cast;
