@@ -113,7 +113,7 @@ pub fn profile_table(profiles: &[LengthProfile]) -> String {
         let _ = writeln!(s, "{} tokens: {:.3} ms per run", p.tokens, p.total_ms);
         let _ = writeln!(
             s,
-            "  {:<32} {:>5} {:>9} {:>6}",
+            "  {:<40} {:>5} {:>9} {:>6}",
             "operator", "nodes", "ms", "share"
         );
         let (mut rest_nodes, mut rest_ms) = (0, 0.0);
@@ -126,7 +126,7 @@ pub fn profile_table(profiles: &[LengthProfile]) -> String {
             let share = 100.0 * o.ms_per_run / p.total_ms;
             let _ = writeln!(
                 s,
-                "  {:<32} {:>5} {:>9.3} {share:>5.1}%",
+                "  {:<40} {:>5} {:>9.3} {share:>5.1}%",
                 o.op, o.nodes, o.ms_per_run
             );
         }
@@ -134,7 +134,7 @@ pub fn profile_table(profiles: &[LengthProfile]) -> String {
             let share = 100.0 * rest_ms / p.total_ms;
             let _ = writeln!(
                 s,
-                "  {:<32} {:>5} {:>9.3} {share:>5.1}%",
+                "  {:<40} {:>5} {:>9.3} {share:>5.1}%",
                 "(others, <1% each)", rest_nodes, rest_ms
             );
         }

@@ -138,9 +138,13 @@ impl Classifier {
             return Err(ModelError::MaxLen(max_len).into());
         }
         check_labels(&manifest.labels)?;
-        // The tokenizer (15–30 k-piece maps) is built on a second core while tract loads the graph.
+        // The tokenizer (15–30 k-piece maps) is built on a second core while tract loads the
+        // graph; the int8 tile is timed there first (well under a millisecond), off the path.
         let (encoder, engine) = std::thread::scope(|scope| {
-            let encoder = scope.spawn(|| TextEncoder::from_json(tokenizer_json, max_len));
+            let encoder = scope.spawn(|| {
+                crate::cpu::choose_int8_tile();
+                TextEncoder::from_json(tokenizer_json, max_len)
+            });
             let engine = Engine::load(onnx, options.threads.max(1));
             let encoder = encoder.join().unwrap_or_else(|_| {
                 Err(ModelError::Tokenizer(

@@ -376,7 +376,19 @@ impl BoardReport {
         line("build", format!("{} ({})", self.target, self.kernels.arch));
         line("threads", self.threads.to_string());
         line("cpu features", features.join(", "));
-        line("int8 kernel", self.kernels.int8_kernel.to_owned());
+        let timed = match self.kernels.int8_tile {
+            Some(crate::cpu::Int8Tile {
+                narrow_us: Some(n),
+                wide_us: Some(w),
+                ..
+            }) => format!(" (timed here: 8x8 {n:.0} µs, 16x16 {w:.0} µs)"),
+            Some(_) => " (set by TRACT_AVX512_FMA_UNITS)".into(),
+            None => String::new(),
+        };
+        line(
+            "int8 kernel",
+            format!("{}{timed}", self.kernels.int8_kernel),
+        );
         line(
             "memory",
             format!(

@@ -299,7 +299,7 @@ impl Engine {
                         let start = std::time::Instant::now();
                         let out = eval_node(ctx, op_state, node, input);
                         let elapsed = start.elapsed();
-                        let entry = by_op.entry(node.op().name().to_string()).or_default();
+                        let entry = by_op.entry(op_label(node)).or_default();
                         // By name: node ids are per piece, names are the whole graph's.
                         if !entry.0.contains(&node.name) {
                             entry.0.insert(node.name.clone());
@@ -321,6 +321,22 @@ impl Engine {
             .collect();
         out.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
         Ok(out)
+    }
+}
+
+/// An operator's name in a profile: tract's name, and for a matrix product the kernel tract
+/// chose for it (`OptMatMul (avx512vnni_mmm_i32_16x16)`), which tells int8 products from f32
+/// ones and shows the tile.
+fn op_label(node: &TypedNode) -> String {
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+    let name = node.op().name();
+    match node.op_as::<OptMatMul>() {
+        Some(product) => {
+            let mut kernels: Vec<&str> = product.mmm.iter().map(|k| k.name()).collect();
+            kernels.dedup();
+            format!("{name} ({})", kernels.join(", "))
+        }
+        None => name.to_string(),
     }
 }
 
@@ -667,7 +683,8 @@ fn eval_node(
 /// Time that one kind of operator of the optimised plan took, from [`Engine::profile`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct OpTime {
-    /// tract's operator name after optimisation (`EinSum`, `OptMatMul`, `DynamicQuantizeLinearU8`…).
+    /// tract's operator name after optimisation (`EinSum`, `DynamicQuantizeU8 (edgebert)`…); a
+    /// matrix product's names its kernel too (`OptMatMul (avx512vnni_mmm_i32_8x8)`).
     pub op: String,
     /// Nodes of the plan that run this operator.
     pub nodes: usize,

@@ -219,6 +219,8 @@ impl Pieces {
         subs: &HashMap<Symbol, TDim>,
         options: &RunOptions,
     ) -> Result<StagedState, String> {
+        // tract picks its int8 kernels while optimising: the tile is decided before (once).
+        crate::cpu::choose_int8_tile();
         let optimise = |piece: &Piece| {
             caught(|| {
                 let mut concrete = match &piece.nodes {

@@ -143,3 +143,89 @@ fn the_built_in_model_reads_the_same_after_its_pages_are_released() {
         second.classify(text).unwrap().logits
     );
 }
+
+/// The int8 tile (tract's 8×8 or 16×16 AVX-512 VNNI kernel, `cpu::choose_int8_tile`) changes
+/// the speed, never an answer: the built-in model with each tile forced gives the same
+/// probabilities to the bit, at lengths in four buckets, and each plan really uses the tile it
+/// was given. On a CPU without AVX-512 VNNI the setting is inert and only the answers are
+/// compared.
+#[test]
+fn the_int8_tile_changes_no_answer() {
+    let texts = [
+        "a fine film",
+        "a gorgeous, moving film whose quiet second half earns every one of its tears",
+        &"the plot wanders, the jokes land late and the actors seem unsure why they came. "
+            .repeat(3),
+        &"a slow, careful and finally devastating portrait of a family coming apart. ".repeat(6),
+    ];
+    let run = |units: &str, args: &[&str]| {
+        let out = Command::new(workspace_bin("edgebert"))
+            .env("TRACT_AVX512_FMA_UNITS", units)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let mut classify = vec!["classify", "--json"];
+    classify.extend(texts.iter().copied());
+    let narrow = run("1", &classify);
+    let wide = run("2", &classify);
+    assert_eq!(
+        String::from_utf8_lossy(&narrow),
+        String::from_utf8_lossy(&wide)
+    );
+    let answers = String::from_utf8_lossy(&narrow).lines().count();
+    assert_eq!(answers, texts.len());
+
+    let board: serde_json::Value = serde_json::from_slice(&run("2", &["board", "--json"])).unwrap();
+    let vnni = board["kernels"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f[0] == "avx512vnni" && f[1] == true);
+    if !vnni {
+        assert!(board["kernels"]["int8_tile"].is_null(), "{board}");
+        return;
+    }
+    for (units, kernel, wide) in [
+        ("1", "avx512vnni_mmm_i32_8x8", false),
+        ("2", "avx512vnni_mmm_i32_16x16", true),
+    ] {
+        let board: serde_json::Value =
+            serde_json::from_slice(&run(units, &["board", "--json"])).unwrap();
+        assert_eq!(board["kernels"]["int8_tile"]["wide"], wide, "{board}");
+        let profile: serde_json::Value = serde_json::from_slice(&run(
+            units,
+            &[
+                "--threads",
+                "1",
+                "bench",
+                "--profile",
+                "--json",
+                "--iterations",
+                "1",
+                "--lengths",
+                "16,64",
+            ],
+        ))
+        .unwrap();
+        for length in profile["lengths"].as_array().unwrap() {
+            let ops: Vec<&str> = length["ops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["op"].as_str().unwrap())
+                .collect();
+            assert!(
+                ops.contains(&format!("OptMatMul ({kernel})").as_str()),
+                "TRACT_AVX512_FMA_UNITS={units}: {ops:?}"
+            );
+        }
+    }
+}
