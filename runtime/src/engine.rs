@@ -793,22 +793,7 @@ mod tests {
             assert_eq!(named(&fused, "DequantizeBias (edgebert)"), count);
             assert_eq!(casts_i32(&fused) + count, casts_i32(&plain));
 
-            let inputs: TVec<TValue> = loaded
-                .roles
-                .iter()
-                .map(|role| {
-                    let values: Vec<i64> = (0..len as i64)
-                        .map(|i| match role {
-                            InputRole::Ids => [101, 2023, 3185, 2001, 6429, 999][i as usize % 6],
-                            InputRole::Mask => i64::from(i < len as i64 - 3),
-                            InputRole::TypeIds => 0,
-                        })
-                        .collect();
-                    tract_ndarray::Array2::from_shape_vec((1, len), values)
-                        .unwrap()
-                        .into_tvalue()
-                })
-                .collect();
+            let inputs = sample_inputs(&loaded, len);
             let run = |m: TypedModel| {
                 let out = m.into_runnable().unwrap().run(inputs.clone()).unwrap();
                 out[0]
@@ -824,6 +809,73 @@ mod tests {
                 b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                 "{a:?} vs {b:?}"
             );
+        }
+    }
+
+    /// A `[1, len]` text of a few repeated ids, its last three tokens padding.
+    fn sample_inputs(loaded: &Loaded, len: usize) -> TVec<TValue> {
+        loaded
+            .roles
+            .iter()
+            .map(|role| {
+                let values: Vec<i64> = (0..len as i64)
+                    .map(|i| match role {
+                        InputRole::Ids => [101, 2023, 3185, 2001, 6429, 999][i as usize % 6],
+                        InputRole::Mask => i64::from(i < len as i64 - 3),
+                        InputRole::TypeIds => 0,
+                    })
+                    .collect();
+                tract_ndarray::Array2::from_shape_vec((1, len), values)
+                    .unwrap()
+                    .into_tvalue()
+            })
+            .collect()
+    }
+
+    /// [`crate::ops::fuse_layer_norm`] on the built-in model, after the dequantization's fusion
+    /// as in a plan: every layer normalisation (the embeddings' and two per layer) becomes one
+    /// `LayerNorm`, none of tract's `RmsNorm` is left, and the logits move by float rounding only.
+    #[test]
+    fn fusing_the_layer_norms_keeps_the_answers() {
+        let bundle = crate::bundle::Bundle::parse(crate::EMBEDDED_MODEL).unwrap();
+        let loaded = load_compiled(bundle.onnx).unwrap();
+        for len in [16usize, 37] {
+            let subs = HashMap::from([
+                (loaded.batch_sym.clone(), 1.to_dim()),
+                (loaded.seq_sym.clone(), (len as i64).to_dim()),
+            ]);
+            let mut plain = loaded.decluttered.set_symbols(&subs).unwrap();
+            crate::ops::fuse_dequantize_bias(&mut plain).unwrap();
+            let rms_norms = |m: &TypedModel| {
+                m.nodes
+                    .iter()
+                    .filter(|n| n.op().name() == "RmsNorm")
+                    .count()
+            };
+            let norms = rms_norms(&plain);
+            assert_eq!(norms, 7, "the embeddings' and two per layer, 3 layers");
+            let mut fused = plain.clone();
+            assert_eq!(crate::ops::fuse_layer_norm(&mut fused).unwrap(), norms);
+            let (fused, plain) = (
+                fused.into_optimized().unwrap(),
+                plain.into_optimized().unwrap(),
+            );
+            assert_eq!(rms_norms(&fused), 0);
+            let inputs = sample_inputs(&loaded, len);
+            let run = |m: TypedModel| {
+                let out = m.into_runnable().unwrap().run(inputs.clone()).unwrap();
+                out[0]
+                    .try_as_plain_ram()
+                    .unwrap()
+                    .as_slice::<f32>()
+                    .unwrap()
+                    .to_vec()
+            };
+            let (a, b) = (run(fused), run(plain));
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{a:?} vs {b:?}");
+            }
         }
     }
 }

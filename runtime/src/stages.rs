@@ -230,6 +230,7 @@ impl Pieces {
                         .set_symbols(subs)?,
                 };
                 crate::ops::fuse_dequantize_bias(&mut concrete)?;
+                crate::ops::fuse_layer_norm(&mut concrete)?;
                 concrete
                     .into_optimized()?
                     .into_runnable_with_options(options)?
