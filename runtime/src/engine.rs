@@ -80,7 +80,11 @@ impl TokenBatch {
 /// A loaded and checked ONNX classifier. Holds the decluttered graph with symbolic batch and
 /// sequence axes, and an optimised plan (with its reusable state) per concrete shape it has run.
 pub struct Engine {
+    /// tract's analysed graph, as [`Engine::compile`] stores it.
     decluttered: TypedModel,
+    /// The same with the runtime's fused operators ([`crate::ops::fuse`]): what plans are cut
+    /// from and built of.
+    fused: TypedModel,
     batch_sym: Symbol,
     seq_sym: Symbol,
     roles: Vec<InputRole>,
@@ -166,9 +170,18 @@ impl Engine {
                 .then(|| tract_linalg::multithread::Executor::multithread(threads)),
             ..Default::default()
         };
-        let pieces = caught(|| Pieces::cut(&decluttered, pieces)).map_err(ModelError::Tract)?;
+        // Fused before the cut, so that no piece boundary can split a pattern (the answers must
+        // not depend on the cut) and the work is done once, not per plan.
+        let fused = caught(|| {
+            let mut fused = decluttered.clone();
+            crate::ops::fuse(&mut fused)?;
+            TractResult::Ok(fused)
+        })
+        .map_err(ModelError::Tract)?;
+        let pieces = caught(|| Pieces::cut(&fused, pieces)).map_err(ModelError::Tract)?;
         Ok(Engine {
             decluttered,
+            fused,
             batch_sym,
             seq_sym,
             roles,
@@ -226,7 +239,7 @@ impl Engine {
         ]);
         let state = self
             .pieces
-            .plan(&self.decluttered, &subs, &self.run_options)
+            .plan(&self.fused, &subs, &self.run_options)
             .map_err(ModelError::Tract)?;
         self.plans.insert((batch, len), state);
         Ok(())
@@ -839,6 +852,15 @@ mod tests {
     fn fusing_the_layer_norms_keeps_the_answers() {
         let bundle = crate::bundle::Bundle::parse(crate::EMBEDDED_MODEL).unwrap();
         let loaded = load_compiled(bundle.onnx).unwrap();
+        // The engine fuses the symbolic graph (before cutting it into pieces): all of it fuses
+        // there too.
+        let mut symbolic = loaded.decluttered.clone();
+        let fused = crate::ops::fuse(&mut symbolic).unwrap();
+        let named =
+            |m: &TypedModel, name: &str| m.nodes.iter().filter(|n| n.op().name() == name).count();
+        assert_eq!(named(&symbolic, "LayerNorm (edgebert)"), 7);
+        assert_eq!(fused, 7 + named(&symbolic, "DequantizeBias (edgebert)"));
+        assert!(fused >= 7 + 18, "{fused}");
         for len in [16usize, 37] {
             let subs = HashMap::from([
                 (loaded.batch_sym.clone(), 1.to_dim()),

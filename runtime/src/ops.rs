@@ -180,11 +180,18 @@ impl TypedOp for DequantizeBias {
     tract_onnx::tract_core::as_op!();
 }
 
+/// Puts the runtime's fused operators into `model` ([`fuse_dequantize_bias`], then
+/// [`fuse_layer_norm`]); returns how many nodes were fused. The engine runs it once on the
+/// analysed graph, before cutting it into pieces and building plans; the analysed graph it keeps
+/// for `edgebert compile` stays tract's own.
+pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
+    Ok(fuse_dequantize_bias(model)? + fuse_layer_norm(model)?)
+}
+
 /// Replaces each `Cast(i32 → f32) → Mul(scale) → Add(bias)`, and the `Add` of a value of the same
 /// shape (the residual) after it if there is one, of `model` whose scale and bias vary only along
 /// the last axis (and whose middle values nothing else reads) by one [`DequantizeBias`]; returns
-/// how many. Run on each plan's concrete graph before tract optimises it, so the analysed graph
-/// (and what `edgebert compile` stores) keeps tract's own ops.
+/// how many.
 pub fn fuse_dequantize_bias(model: &mut TypedModel) -> TractResult<usize> {
     use tract_onnx::tract_core::ops::cast::Cast;
     use tract_onnx::tract_core::ops::math::{Add, Mul};
@@ -257,7 +264,6 @@ pub fn fuse_dequantize_bias(model: &mut TypedModel) -> TractResult<usize> {
 /// Replaces each layer normalisation over the last axis, as tract's analysis leaves it —
 /// `x → Reduce<Sum> → × 1/n (or ÷ n) → x − mean → RmsNorm → Mul(γ) → Add(β)`, with γ and β per
 /// column and the middle values read by nothing else — by one [`LayerNorm`]; returns how many.
-/// Run on each plan's concrete graph before tract optimises it, like [`fuse_dequantize_bias`].
 pub fn fuse_layer_norm(model: &mut TypedModel) -> TractResult<usize> {
     use tract_onnx::tract_core::ops::math::{Add, Div, Mul, Sub};
     use tract_onnx::tract_core::ops::nn::{Reduce, Reducer, RmsNorm};

@@ -223,14 +223,12 @@ impl Pieces {
         crate::cpu::choose_int8_tile();
         let optimise = |piece: &Piece| {
             caught(|| {
-                let mut concrete = match &piece.nodes {
+                let concrete = match &piece.nodes {
                     None => whole.set_symbols(subs)?,
                     Some(nodes) => piece_model(whole, nodes, &piece.writes)?
                         .0
                         .set_symbols(subs)?,
                 };
-                crate::ops::fuse_dequantize_bias(&mut concrete)?;
-                crate::ops::fuse_layer_norm(&mut concrete)?;
                 concrete
                     .into_optimized()?
                     .into_runnable_with_options(options)?
