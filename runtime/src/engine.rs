@@ -803,7 +803,16 @@ mod tests {
             let named = |m: &TypedModel, name: &str| {
                 m.nodes.iter().filter(|n| n.op().name() == name).count()
             };
-            assert_eq!(named(&fused, "DequantizeBias (edgebert)"), count);
+            let dequantize_bias = |m: &TypedModel| {
+                m.nodes
+                    .iter()
+                    .filter(|n| n.op_is::<crate::ops::DequantizeBias>())
+                    .count()
+            };
+            assert_eq!(dequantize_bias(&fused), count);
+            // The GELU after each layer's first feed-forward product, in the same pass.
+            assert_eq!(named(&fused, "DequantizeBias+Gelu (edgebert)"), 3);
+            assert_eq!(named(&fused, "GeluExact"), 0);
             assert_eq!(casts_i32(&fused) + count, casts_i32(&plain));
 
             let inputs = sample_inputs(&loaded, len);
@@ -859,7 +868,12 @@ mod tests {
         let named =
             |m: &TypedModel, name: &str| m.nodes.iter().filter(|n| n.op().name() == name).count();
         assert_eq!(named(&symbolic, "LayerNorm (edgebert)"), 7);
-        assert_eq!(fused, 7 + named(&symbolic, "DequantizeBias (edgebert)"));
+        let dequantize_bias = symbolic
+            .nodes
+            .iter()
+            .filter(|n| n.op_is::<crate::ops::DequantizeBias>())
+            .count();
+        assert_eq!(fused, 7 + dequantize_bias);
         assert!(fused >= 7 + 18, "{fused}");
         for len in [16usize, 37] {
             let subs = HashMap::from([

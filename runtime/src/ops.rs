@@ -121,12 +121,23 @@ impl TypedOp for DynamicQuantizeU8 {
 /// after the attention output and the second feed-forward product the residual stream), in one
 /// pass. tract runs it as a `Cast` and then a `Mul`+`Add`(+`Add`) chain: two passes over the
 /// product's output. The same operations in the same order, so the same answers to the bit.
+///
+/// With `gelu`, tract's exact GELU follows in the same pass, row by row while the row is in
+/// cache (after the first feed-forward product): tract's own erf kernel between the same
+/// multiplications as its `GeluExact`, which it compiles for baseline x86_64 (SSE2); here they
+/// are AVX2/AVX-512 builds. Same bits again.
 #[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
-pub struct DequantizeBias;
+pub struct DequantizeBias {
+    pub gelu: bool,
+}
 
 impl Op for DequantizeBias {
     fn name(&self) -> StaticName {
-        "DequantizeBias (edgebert)".into()
+        if self.gelu {
+            "DequantizeBias+Gelu (edgebert)".into()
+        } else {
+            "DequantizeBias (edgebert)".into()
+        }
     }
 
     tract_onnx::tract_core::op_as_typed_op!();
@@ -158,13 +169,23 @@ impl EvalOp for DequantizeBias {
             "DequantizeBias: scale and bias must have the product's {n} columns"
         );
         let mut out = unsafe { Tensor::uninitialized_dt(f32::datum_type(), acc.shape())? };
-        dequantize_bias(
-            acc.try_as_plain_ram()?.as_slice::<i32>()?,
-            scale,
-            bias,
-            residual,
-            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        );
+        let acc = acc.try_as_plain_ram()?;
+        let acc = acc.as_slice::<i32>()?;
+        let mut ys = out.try_as_plain_ram_mut()?;
+        let ys = ys.as_slice_mut::<f32>()?;
+        if !self.gelu {
+            dequantize_bias(acc, scale, bias, residual, ys);
+            return Ok(tvec!(out.into_tvalue()));
+        }
+        let erf = tract_linalg::routines::Func::Erf.ew_f32()?;
+        let mut erfs = vec![0f32; n];
+        for (row, (a, y)) in acc.chunks_exact(n).zip(ys.chunks_exact_mut(n)).enumerate() {
+            let r = residual.get(row * n..(row + 1) * n).unwrap_or(&[]);
+            dequantize_bias(a, scale, bias, r, y);
+            gelu_scale(y, &mut erfs);
+            erf.run(&mut erfs)?;
+            gelu_finish(y, &erfs);
+        }
         Ok(tvec!(out.into_tvalue()))
     }
 
@@ -194,7 +215,9 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
 /// how many.
 pub fn fuse_dequantize_bias(model: &mut TypedModel) -> TractResult<usize> {
     use tract_onnx::tract_core::ops::cast::Cast;
+    use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
     use tract_onnx::tract_core::ops::math::{Add, Mul};
+    use tract_onnx::tract_core::ops::nn::GeluExact;
 
     let mut matches = Vec::new();
     for node in &model.nodes {
@@ -234,17 +257,26 @@ pub fn fuse_dequantize_bias(model: &mut TypedModel) -> TractResult<usize> {
                 Some((add, residual)) => (add, Some(residual)),
                 None => (add, None),
             };
+            let gelu = sole_reader(model, OutletId::new(last, 0)).filter(|n| {
+                n.op_as::<ElementWiseOp>()
+                    .is_some_and(|e| e.0.is::<GeluExact>() && e.1.is_none())
+            });
+            let op = DequantizeBias {
+                gelu: gelu.is_some(),
+            };
+            let last = gelu.map_or(last, |n| n.id);
             matches.push((
                 node.inputs[0],
                 scale,
                 bias,
                 residual,
                 last,
+                op,
                 node.name.clone(),
             ));
         }
     }
-    for (acc, scale, bias, residual, last, name) in &matches {
+    for (acc, scale, bias, residual, last, op, name) in &matches {
         let mut patch = TypedModelPatch::default();
         let mut inputs = tvec![
             patch.tap_model(model, *acc)?,
@@ -254,7 +286,7 @@ pub fn fuse_dequantize_bias(model: &mut TypedModel) -> TractResult<usize> {
         if let Some(residual) = residual {
             inputs.push(patch.tap_model(model, *residual)?);
         }
-        let y = patch.wire_node(format!("{name}.dequantize_bias"), DequantizeBias, &inputs)?;
+        let y = patch.wire_node(format!("{name}.dequantize_bias"), op.clone(), &inputs)?;
         patch.shunt_outside(model, OutletId::new(*last, 0), y[0])?;
         patch.apply(model)?;
     }
@@ -603,6 +635,36 @@ multiversion! {
 }
 
 multiversion! {
+    /// GELU's first step, as tract's `GeluExact` does it: `ys[i] = xs[i] · (1/√2)`.
+    fn gelu_scale / gelu_scale_body(xs: &[f32], ys: &mut [f32])
+}
+
+multiversion! {
+    /// GELU's last step, as tract's `GeluExact` does it: `xs[i] = (xs[i] · 0.5) · (erfs[i] + 1)`.
+    fn gelu_finish / gelu_finish_body(xs: &mut [f32], erfs: &[f32])
+}
+
+/// tract's constant for GELU (`GeluExact`), computed the same way.
+fn inv_sqrt2() -> f32 {
+    2f32.sqrt().recip()
+}
+
+#[inline(always)]
+fn gelu_scale_body(xs: &[f32], ys: &mut [f32]) {
+    let c = inv_sqrt2();
+    for (y, &x) in ys.iter_mut().zip(xs) {
+        *y = x * c;
+    }
+}
+
+#[inline(always)]
+fn gelu_finish_body(xs: &mut [f32], erfs: &[f32]) {
+    for (x, &e) in xs.iter_mut().zip(erfs) {
+        *x = (*x * 0.5) * (e + 1.0);
+    }
+}
+
+multiversion! {
     /// Each row of `xs` (rows as long as `gamma`) normalised: `(x − mean) / √(var + eps) · γ + β`.
     fn layer_norm / layer_norm_body(xs: &[f32], gamma: &[f32], beta: &[f32], eps: f32, ys: &mut [f32])
 }
@@ -904,7 +966,9 @@ mod tests {
         let bias = uniform(n, 2.0, -1.0);
         let residual = uniform(rows * n, 6.0, -3.0);
 
-        for with_residual in [false, true] {
+        for (with_residual, with_gelu) in
+            [(false, false), (true, false), (false, true), (true, true)]
+        {
             let mut model = TypedModel::default();
             let x = model.add_source("acc", i32::fact([1, rows, n])).unwrap();
             let r = model
@@ -923,13 +987,19 @@ mod tests {
                     .wire_node("add_residual", math::add(), &[r, y[0]])
                     .unwrap();
             }
+            if with_gelu {
+                use tract_onnx::tract_core::ops::nn::gelu_exact::gelu_exact;
+                y = model.wire_node("gelu", gelu_exact(), &y).unwrap();
+            }
             model.select_output_outlets(&y).unwrap();
             let mut fused = model.clone();
             assert_eq!(fuse_dequantize_bias(&mut fused).unwrap(), 1);
-            let fused_inputs = fused.nodes.iter().find(|n| n.op_is::<DequantizeBias>());
+            let fused_node = fused.nodes.iter().find(|n| n.op_is::<DequantizeBias>());
+            let fused_node = fused_node.unwrap();
+            assert_eq!(fused_node.inputs.len(), 3 + usize::from(with_residual));
             assert_eq!(
-                fused_inputs.unwrap().inputs.len(),
-                3 + usize::from(with_residual)
+                fused_node.op_as::<DequantizeBias>().unwrap().gelu,
+                with_gelu
             );
 
             let inputs = tvec!(
@@ -954,7 +1024,14 @@ mod tests {
                 let out = out.as_slice::<f32>().unwrap();
                 out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             };
-            assert_eq!(run(fused), run(model), "residual: {with_residual}");
+            assert_eq!(
+                run(fused),
+                run(model),
+                "residual: {with_residual}, gelu: {with_gelu}"
+            );
+            if with_gelu {
+                continue;
+            }
 
             // And each build of the loop on its own.
             let r: &[f32] = if with_residual { &residual } else { &[] };
@@ -971,6 +1048,25 @@ mod tests {
                 isa.dequantize_bias(&acc, &scale, &bias, r, &mut ys);
                 let got: Vec<u32> = ys.iter().map(|v| v.to_bits()).collect();
                 assert_eq!(got, want, "{isa:?}, residual: {with_residual}");
+            }
+        }
+    }
+
+    /// GELU's two steps around tract's erf, in each build, as tract's `GeluExact` computes them.
+    #[test]
+    fn gelu_steps_match_tract_in_every_build() {
+        let xs: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.0173).collect();
+        let erfs: Vec<f32> = xs.iter().map(|x| (x * 0.37).tanh()).collect();
+        let c = (2.0f32).sqrt().recip();
+        for isa in Isa::available() {
+            let mut scaled = vec![0f32; xs.len()];
+            isa.gelu_scale(&xs, &mut scaled);
+            let mut finished = xs.clone();
+            isa.gelu_finish(&mut finished, &erfs);
+            for i in 0..xs.len() {
+                assert_eq!(scaled[i].to_bits(), (xs[i] * c).to_bits(), "{isa:?}");
+                let want = (xs[i] * 0.5) * (erfs[i] + 1.0);
+                assert_eq!(finished[i].to_bits(), want.to_bits(), "{isa:?}");
             }
         }
     }
