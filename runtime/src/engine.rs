@@ -816,22 +816,24 @@ mod tests {
             assert_eq!(casts_i32(&fused) + count, casts_i32(&plain));
 
             let inputs = sample_inputs(&loaded, len);
-            let run = |m: TypedModel| {
-                let out = m.into_runnable().unwrap().run(inputs.clone()).unwrap();
-                out[0]
-                    .try_as_plain_ram()
-                    .unwrap()
-                    .as_slice::<f32>()
-                    .unwrap()
-                    .to_vec()
-            };
-            let (a, b) = (run(fused), run(plain));
+            let (a, b) = (logits(fused, &inputs), logits(plain, &inputs));
             assert_eq!(
                 a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                 b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                 "{a:?} vs {b:?}"
             );
         }
+    }
+
+    /// The logits of an optimised model on `inputs`.
+    fn logits(model: TypedModel, inputs: &TVec<TValue>) -> Vec<f32> {
+        let out = model.into_runnable().unwrap().run(inputs.clone()).unwrap();
+        out[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
     }
 
     /// A `[1, len]` text of a few repeated ids, its last three tokens padding.
@@ -898,16 +900,7 @@ mod tests {
             );
             assert_eq!(rms_norms(&fused), 0);
             let inputs = sample_inputs(&loaded, len);
-            let run = |m: TypedModel| {
-                let out = m.into_runnable().unwrap().run(inputs.clone()).unwrap();
-                out[0]
-                    .try_as_plain_ram()
-                    .unwrap()
-                    .as_slice::<f32>()
-                    .unwrap()
-                    .to_vec()
-            };
-            let (a, b) = (run(fused), run(plain));
+            let (a, b) = (logits(fused, &inputs), logits(plain, &inputs));
             assert_eq!(a.len(), b.len());
             for (x, y) in a.iter().zip(&b) {
                 assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{a:?} vs {b:?}");
