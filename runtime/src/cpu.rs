@@ -115,9 +115,8 @@ pub struct Int8Tile {
 const NARROW_KERNEL: &str = "avx512vnni_mmm_i32_8x8";
 #[cfg(target_arch = "x86_64")]
 const WIDE_KERNEL: &str = "avx512vnni_mmm_i32_16x16";
-/// The wide tile packs the activations into wider panels and corrects 16 columns per step:
-/// on the whole model it gained about a third of what it gained on the products alone, so it
-/// is taken only when clearly faster.
+/// The probe is one product of one shape, and the wide tile packs into wider panels and pads
+/// to 16 (8×8 pads to 8): it is taken only when clearly faster, by at least 10%.
 #[cfg(target_arch = "x86_64")]
 const WIDE_MARGIN: f64 = 0.9;
 
@@ -129,9 +128,9 @@ const WIDE_MARGIN: f64 = 0.9;
 /// 512-bit FMA ports (the wide tile only where there are two). Its kernels do not run at the
 /// ports' peak, though, and the wide tile's register reuse matters more than the port count on
 /// some single-port cores: on this project's Zen 4 host (one port, double-pumped) tract keeps
-/// the 8×8 tile, and the 16×16 tile runs the products 17% faster. So the verdict is measured on
-/// the thing it is about: the two kernels themselves, on a 384×384 weight and 32 tokens
-/// (≈ 0.1 ms for the probe in all). A value the user gave tract (`TRACT_AVX512_FMA_UNITS` in
+/// the 8×8 tile, and the 16×16 tile runs the products 17–21% faster. So the verdict is measured
+/// on the thing it is about: the two kernels themselves, on a 384×384 weight and 32 tokens
+/// (18 products of 30–45 µs: under a millisecond, on the tokenizer's thread). A value the user gave tract (`TRACT_AVX512_FMA_UNITS` in
 /// the environment) is left to win: the answer is installed below the environment, as a
 /// deployment default (`set_config_global`). Integer products are exact, so the choice changes
 /// the speed only, never an answer.

@@ -128,6 +128,7 @@ impl TypedOp for DynamicQuantizeU8 {
 /// are AVX2/AVX-512 builds. Same bits again.
 #[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
 pub struct DequantizeBias {
+    /// Whether tract's exact GELU follows (fused from a `GeluExact` after the bias).
     pub gelu: bool,
 }
 
