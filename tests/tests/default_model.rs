@@ -66,10 +66,11 @@ fn the_shipped_model_carries_its_numbers_and_gets_the_obvious_right() {
     }
 }
 
-#[test]
-fn edgebert_classify_needs_no_model_file() {
+/// Runs the `edgebert` binary with `envs` set; checks it exits 0 and returns its stdout.
+fn edgebert_ok(envs: &[(&str, &str)], args: &[&str]) -> Vec<u8> {
     let out = Command::new(workspace_bin("edgebert"))
-        .args(["classify", "--json", OBVIOUS[0].0, OBVIOUS[3].0])
+        .envs(envs.iter().copied())
+        .args(args)
         .output()
         .unwrap();
     assert_eq!(
@@ -78,7 +79,13 @@ fn edgebert_classify_needs_no_model_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let labels: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    out.stdout
+}
+
+#[test]
+fn edgebert_classify_needs_no_model_file() {
+    let out = edgebert_ok(&[], &["classify", "--json", OBVIOUS[0].0, OBVIOUS[3].0]);
+    let labels: Vec<String> = String::from_utf8_lossy(&out)
         .lines()
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l).unwrap()["label"]
@@ -88,12 +95,8 @@ fn edgebert_classify_needs_no_model_file() {
         })
         .collect();
     assert_eq!(labels, ["positive", "negative"]);
-    let info = Command::new(workspace_bin("edgebert"))
-        .arg("info")
-        .output()
-        .unwrap();
-    assert_eq!(info.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&info.stdout).contains("Rotten Tomatoes"));
+    let info = edgebert_ok(&[], &["info"]);
+    assert!(String::from_utf8_lossy(&info).contains("Rotten Tomatoes"));
 }
 
 #[test]
@@ -158,20 +161,7 @@ fn the_int8_tile_changes_no_answer() {
             .repeat(3),
         &"a slow, careful and finally devastating portrait of a family coming apart. ".repeat(6),
     ];
-    let run = |units: &str, args: &[&str]| {
-        let out = Command::new(workspace_bin("edgebert"))
-            .env("TRACT_AVX512_FMA_UNITS", units)
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let run = |units: &str, args: &[&str]| edgebert_ok(&[("TRACT_AVX512_FMA_UNITS", units)], args);
     let mut classify = vec!["classify", "--json"];
     classify.extend(texts.iter().copied());
     let narrow = run("1", &classify);
