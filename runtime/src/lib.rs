@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod manifest;
 pub mod ops;
 mod pool;
+pub mod qgemm;
 pub mod serve;
 mod stages;
 pub mod text;

@@ -174,23 +174,63 @@ impl EvalOp for DequantizeBias {
         let acc = acc.as_slice::<i32>()?;
         let mut ys = out.try_as_plain_ram_mut()?;
         let ys = ys.as_slice_mut::<f32>()?;
-        if !self.gelu {
-            dequantize_bias(acc, scale, bias, residual, ys);
-            return Ok(tvec!(out.into_tvalue()));
-        }
-        let erf = tract_linalg::routines::Func::Erf.ew_f32()?;
-        let mut erfs = vec![0f32; n];
-        for (row, (a, y)) in acc.chunks_exact(n).zip(ys.chunks_exact_mut(n)).enumerate() {
-            let r = residual.get(row * n..(row + 1) * n).unwrap_or(&[]);
-            dequantize_bias(a, scale, bias, r, y);
-            gelu_scale(y, &mut erfs);
-            erf.run(&mut erfs)?;
-            gelu_finish(y, &erfs);
-        }
+        Finish::new(scale, bias, self.gelu)?.rows(acc, n, residual, ys)?;
         Ok(tvec!(out.into_tvalue()))
     }
 
     tract_onnx::tract_core::op_out_of_plan!();
+}
+
+/// The dequantization after an int8 product, shared by [`DequantizeBias`] and [`QuantLinear`]:
+/// `sum · scale + bias (+ residual)`, then tract's exact GELU when asked, row by row.
+struct Finish<'a> {
+    scale: &'a [f32],
+    bias: &'a [f32],
+    /// tract's erf kernel and one row of scratch, with GELU.
+    gelu: Option<(
+        Box<dyn tract_linalg::element_wise::ElementWise<f32>>,
+        Vec<f32>,
+    )>,
+}
+
+impl<'a> Finish<'a> {
+    fn new(scale: &'a [f32], bias: &'a [f32], gelu: bool) -> TractResult<Finish<'a>> {
+        let gelu = if gelu {
+            Some((
+                tract_linalg::routines::Func::Erf.ew_f32()?,
+                vec![0f32; scale.len()],
+            ))
+        } else {
+            None
+        };
+        Ok(Finish { scale, bias, gelu })
+    }
+
+    /// `sums`: rows of `stride` (≥ n) sums, the first n of each used; `residual`: rows of n, or
+    /// empty; `ys`: rows of n.
+    fn rows(
+        &mut self,
+        sums: &[i32],
+        stride: usize,
+        residual: &[f32],
+        ys: &mut [f32],
+    ) -> TractResult<()> {
+        let n = self.scale.len();
+        if stride == n && self.gelu.is_none() {
+            dequantize_bias(sums, self.scale, self.bias, residual, ys);
+            return Ok(());
+        }
+        for (row, (a, y)) in sums.chunks(stride).zip(ys.chunks_exact_mut(n)).enumerate() {
+            let r = residual.get(row * n..(row + 1) * n).unwrap_or(&[]);
+            dequantize_bias(&a[..n], self.scale, self.bias, r, y);
+            if let Some((erf, erfs)) = &mut self.gelu {
+                gelu_scale(y, erfs);
+                erf.run(erfs)?;
+                gelu_finish(y, erfs);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl TypedOp for DequantizeBias {
@@ -202,12 +242,232 @@ impl TypedOp for DequantizeBias {
     tract_onnx::tract_core::as_op!();
 }
 
-/// Puts the runtime's fused operators into `model` ([`fuse_dequantize_bias`], then
-/// [`fuse_layer_norm`]); returns how many nodes were fused. The engine runs it once on the
+/// An int8 linear layer in one operator, on CPUs with AVX-512 VNNI ([`crate::qgemm`]): tract's
+/// quantized product of a u8 activation by a constant i8 weight (with i32 sums) and the
+/// [`DequantizeBias`] after it. Inputs: the activation (u8, `[…, k]`), its zero point (u8), the
+/// scale and bias per column, and the residual if the [`DequantizeBias`] had one. The weights
+/// are packed once, when the operator is made. Same bits as tract's product and
+/// [`DequantizeBias`] (the sums are exact integers; the dequantization is the same code).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct QuantLinear {
+    pub weights: Arc<crate::qgemm::PackedWeights>,
+    /// Whether tract's exact GELU follows.
+    pub gelu: bool,
+}
+
+impl Op for QuantLinear {
+    fn name(&self) -> StaticName {
+        if self.gelu {
+            "QuantLinear+Gelu (edgebert)".into()
+        } else {
+            "QuantLinear (edgebert)".into()
+        }
+    }
+
+    tract_onnx::tract_core::op_as_typed_op!();
+}
+
+impl EvalOp for QuantLinear {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        use crate::qgemm::{products, MR};
+        use rayon::prelude::*;
+        ensure!(inputs.len() == 4 || inputs.len() == 5);
+        let (k, n) = (self.weights.k(), self.weights.n());
+        let a = &inputs[0];
+        ensure!(
+            a.shape().last() == Some(&k),
+            "QuantLinear: activation {:?} has not {k} columns",
+            a.shape()
+        );
+        let mut shape: TVec<usize> = a.shape().into();
+        *shape.last_mut().unwrap() = n;
+        let a0 = inputs[1].try_as_plain_ram()?;
+        let a0 = a0.as_slice::<u8>()?;
+        ensure!(a0.len() == 1, "QuantLinear: one zero point");
+        let a0 = a0[0];
+        let (scale, bias) = (inputs[2].cast_to::<f32>()?, inputs[3].cast_to::<f32>()?);
+        let (scale, bias) = (
+            scale.try_as_plain_ram()?.as_slice::<f32>()?,
+            bias.try_as_plain_ram()?.as_slice::<f32>()?,
+        );
+        ensure!(
+            scale.len() == n && bias.len() == n,
+            "QuantLinear: scale and bias must have the product's {n} columns"
+        );
+        let residual = match inputs.get(4) {
+            Some(r) => {
+                ensure!(
+                    r.shape() == &*shape,
+                    "QuantLinear: residual of another shape"
+                );
+                r.try_as_plain_ram()?.as_slice::<f32>()?
+            }
+            None => &[],
+        };
+        let a = a.try_as_plain_ram()?;
+        let a = a.as_slice::<u8>()?;
+        let mut out = unsafe { Tensor::uninitialized_dt(f32::datum_type(), &shape)? };
+        let mut ys = out.try_as_plain_ram_mut()?;
+        let ys = ys.as_slice_mut::<f32>()?;
+        let rows = a.len() / k;
+        // One share of the rows: products block by block, each block dequantized while hot.
+        let share = |a: &[u8], residual: &[f32], ys: &mut [f32]| -> TractResult<()> {
+            let mut finish = Finish::new(scale, bias, self.gelu)?;
+            let mut failed = Ok(());
+            products(a, a0, &self.weights, |first, sums, stride| {
+                let count = sums.len() / stride;
+                let r = residual.get(first * n..(first + count) * n).unwrap_or(&[]);
+                if failed.is_ok() {
+                    failed = finish.rows(sums, stride, r, &mut ys[first * n..(first + count) * n]);
+                }
+            })
+            .map_err(|e| format_err!("{e}"))?;
+            failed
+        };
+        match tract_linalg::multithread::current_tract_executor() {
+            tract_linalg::multithread::Executor::MultiThread(pool) if rows >= 2 * MR => {
+                let threads = pool.current_num_threads().max(1);
+                let per = rows.div_ceil(MR).div_ceil(threads) * MR;
+                pool.install(|| {
+                    a.par_chunks(per * k)
+                        .zip(ys.par_chunks_mut(per * n))
+                        .enumerate()
+                        .try_for_each(|(i, (a, ys))| {
+                            let r = residual.get(i * per * n..i * per * n + ys.len());
+                            share(a, r.unwrap_or(&[]), ys)
+                        })
+                })?;
+            }
+            _ => share(a, residual, ys)?,
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+
+    tract_onnx::tract_core::op_out_of_plan!();
+}
+
+impl TypedOp for QuantLinear {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].datum_type == u8::datum_type());
+        let mut shape = inputs[0].shape.to_tvec();
+        ensure!(shape.last().map(|d| d.to_usize()).transpose()? == Some(self.weights.k()));
+        *shape.last_mut().unwrap() = self.weights.n().to_dim();
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    tract_onnx::tract_core::as_op!();
+}
+
+/// Replaces each tract int8 product of a u8 activation by a constant `[n, k]` i8 weight (zero
+/// points 0 but the activation's, scales 1, i32 sums) whose only reader is a [`DequantizeBias`]
+/// by one [`QuantLinear`]; returns how many. Only where [`crate::qgemm::enabled`].
+pub fn fuse_quant_linear(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    if !crate::qgemm::enabled() {
+        return Ok(0);
+    }
+    let is_scalar = |outlet: OutletId, want: Option<f32>| -> bool {
+        let Ok(fact) = model.outlet_fact(outlet) else {
+            return false;
+        };
+        if fact.shape.volume() != 1.to_dim() {
+            return false;
+        }
+        match want {
+            None => true,
+            Some(v) => fact
+                .konst
+                .as_ref()
+                .and_then(|t| t.cast_to_scalar::<f32>().ok())
+                .is_some_and(|x| x == v),
+        }
+    };
+    let mut matches = Vec::new();
+    for node in &model.nodes {
+        let Some(dequantize) = node.op_as::<DequantizeBias>() else {
+            continue;
+        };
+        let product = &model.nodes[node.inputs[0].node];
+        let Some(einsum) = product.op_as::<EinSum>() else {
+            continue;
+        };
+        let i = &product.inputs;
+        if einsum.q_params != Some(i32::datum_type())
+            || i.len() != 9
+            || sole_reader(model, node.inputs[0]).map(|n| n.id) != Some(node.id)
+        {
+            continue;
+        }
+        let (a, w) = (model.outlet_fact(i[0])?, model.outlet_fact(i[1])?);
+        let Some(weights) = w.konst.clone() else {
+            continue;
+        };
+        let rank = a.rank();
+        if a.datum_type != u8::datum_type()
+            || weights.datum_type() != i8::datum_type()
+            || weights.rank() != 2
+            || rank < 1
+            || model.outlet_fact(i[3])?.datum_type != u8::datum_type()
+            || !is_scalar(i[3], None)
+            || ![(2, 0.0), (4, 1.0), (5, 0.0), (6, 1.0), (7, 0.0), (8, 1.0)]
+                .iter()
+                .all(|&(at, v)| is_scalar(i[at], Some(v)))
+        {
+            continue;
+        }
+        // a: [.., k], w: [n, k], out: [.., n], every other axis of a passed through in order.
+        let axes: Vec<_> = einsum.axes.iter_all_axes().collect();
+        let is =
+            |ax: &&tract_onnx::tract_core::axes::Axis, x: &[usize], y: &[usize], o: &[usize]| {
+                ax.inputs.len() == 9
+                    && ax.inputs[0].as_slice() == x
+                    && ax.inputs[1].as_slice() == y
+                    && ax.inputs[2..].iter().all(|v| v.is_empty())
+                    && ax.outputs.len() == 1
+                    && ax.outputs[0].as_slice() == o
+            };
+        let shaped = axes.len() == rank + 1
+            && axes.iter().any(|ax| is(ax, &[rank - 1], &[1], &[]))
+            && axes.iter().any(|ax| is(ax, &[], &[0], &[rank - 1]))
+            && (0..rank - 1).all(|d| axes.iter().any(|ax| is(ax, &[d], &[], &[d])));
+        let (n, k) = (weights.shape()[0], weights.shape()[1]);
+        if !shaped || a.shape.last().and_then(|d| d.to_usize().ok()) != Some(k) {
+            continue;
+        }
+        let Some(packed) = crate::qgemm::PackedWeights::pack_nk(
+            weights.try_as_plain_ram()?.as_slice::<i8>()?,
+            n,
+            k,
+        ) else {
+            continue;
+        };
+        let op = QuantLinear {
+            weights: Arc::new(packed),
+            gelu: dequantize.gelu,
+        };
+        let mut inputs = tvec![i[0], i[3]];
+        inputs.extend(node.inputs[1..].iter().copied());
+        matches.push((node.id, inputs, op, product.name.clone()));
+    }
+    for (id, inputs, op, name) in &matches {
+        let mut patch = TypedModelPatch::default();
+        let taps = inputs
+            .iter()
+            .map(|&o| patch.tap_model(model, o))
+            .collect::<TractResult<TVec<_>>>()?;
+        let y = patch.wire_node(format!("{name}.quant_linear"), op.clone(), &taps)?;
+        patch.shunt_outside(model, OutletId::new(*id, 0), y[0])?;
+        patch.apply(model)?;
+    }
+    Ok(matches.len())
+}
+
+/// Puts the runtime's fused operators into `model` ([`fuse_dequantize_bias`],
+/// [`fuse_quant_linear`], then [`fuse_layer_norm`]); returns how many nodes were fused. The engine runs it once on the
 /// analysed graph, before cutting it into pieces and building plans; the analysed graph it keeps
 /// for `edgebert compile` stays tract's own.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
-    Ok(fuse_dequantize_bias(model)? + fuse_layer_norm(model)?)
+    Ok(fuse_dequantize_bias(model)? + fuse_quant_linear(model)? + fuse_layer_norm(model)?)
 }
 
 /// Replaces each `Cast(i32 → f32) → Mul(scale) → Add(bias)`, and the `Add` of a value of the same

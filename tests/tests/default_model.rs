@@ -161,7 +161,13 @@ fn the_int8_tile_changes_no_answer() {
             .repeat(3),
         &"a slow, careful and finally devastating portrait of a family coming apart. ".repeat(6),
     ];
-    let run = |units: &str, args: &[&str]| edgebert_ok(&[("TRACT_AVX512_FMA_UNITS", units)], args);
+    // With tract's products (the tile is theirs; ours replace them on AVX-512 VNNI).
+    let run = |units: &str, args: &[&str]| {
+        edgebert_ok(
+            &[("TRACT_AVX512_FMA_UNITS", units), ("EDGEBERT_QGEMM", "off")],
+            args,
+        )
+    };
     let mut classify = vec!["classify", "--json"];
     classify.extend(texts.iter().copied());
     let narrow = run("1", &classify);
@@ -216,6 +222,71 @@ fn the_int8_tile_changes_no_answer() {
                 ops.contains(&format!("OptMatMul ({kernel})").as_str()),
                 "TRACT_AVX512_FMA_UNITS={units}: {ops:?}"
             );
+        }
+    }
+}
+
+/// The runtime's int8 kernel (`QuantLinear`, on AVX-512 VNNI CPUs) against tract's products
+/// (`EDGEBERT_QGEMM=off`), on one thread and two: the same answers to the printed digit (the
+/// engine's tests compare the logits' bits), and each plan's profile names the products that ran.
+#[test]
+fn our_int8_kernel_changes_no_answer() {
+    let long =
+        "a slow, careful and finally devastating portrait of a family coming apart. ".repeat(6);
+    let texts = [
+        "a fine film",
+        "the plot wanders and the jokes land late",
+        &long,
+    ];
+    let run = |qgemm: &str, args: &[&str]| edgebert_ok(&[("EDGEBERT_QGEMM", qgemm)], args);
+    let mut answers = Vec::new();
+    for qgemm in ["off", "on"] {
+        for threads in ["1", "2"] {
+            let mut args = vec!["--threads", threads, "classify", "--json"];
+            args.extend(texts.iter().copied());
+            answers.push(String::from_utf8_lossy(&run(qgemm, &args)).into_owned());
+        }
+    }
+    assert_eq!(answers[0].lines().count(), texts.len());
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:#?}");
+
+    let board: serde_json::Value =
+        serde_json::from_slice(&run("on", &["board", "--json"])).unwrap();
+    let vnni = board["kernels"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f[0] == "avx512vnni" && f[1] == true);
+    let profile_args = [
+        "--threads",
+        "1",
+        "bench",
+        "--profile",
+        "--json",
+        "--iterations",
+        "1",
+        "--lengths",
+        "16,64",
+    ];
+    for qgemm in ["off", "on"] {
+        let profile: serde_json::Value =
+            serde_json::from_slice(&run(qgemm, &profile_args)).unwrap();
+        for length in profile["lengths"].as_array().unwrap() {
+            let ops: Vec<&str> = length["ops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["op"].as_str().unwrap())
+                .collect();
+            let ours = ops.iter().filter(|o| o.starts_with("QuantLinear")).count();
+            let expected = if qgemm == "on" && vnni { 2 } else { 0 };
+            assert_eq!(ours, expected, "EDGEBERT_QGEMM={qgemm}: {ops:?}");
+            if expected > 0 {
+                assert!(
+                    !ops.iter().any(|o| o.contains("_i32_")),
+                    "tract's int8 products left: {ops:?}"
+                );
+            }
         }
     }
 }
