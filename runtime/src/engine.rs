@@ -881,7 +881,12 @@ mod tests {
             .iter()
             .filter(|n| n.op_is::<crate::ops::QuantLinear>())
             .count();
-        assert_eq!(fused, 7 + dequantize_bias + 2 * quant_linear);
+        let attention = symbolic
+            .nodes
+            .iter()
+            .filter(|n| n.op_is::<crate::ops::Attention>())
+            .count();
+        assert_eq!(fused, 7 + dequantize_bias + 2 * quant_linear + attention);
         assert!(dequantize_bias + quant_linear >= 18, "{fused}");
         for len in [16usize, 37] {
             let subs = HashMap::from([
@@ -967,6 +972,56 @@ mod tests {
                 logits(fused.clone(), &inputs)
             });
             assert_eq!(bits(two), want, "{len} tokens, two threads");
+        }
+    }
+
+    /// [`crate::ops::fuse_attention`] on the built-in model: on a CPU with AVX-512 each layer's
+    /// attention (on the symbolic graph too) becomes one `Attention`, none of tract's `Softmax`
+    /// is left, and the logits move by float rounding only; split over two threads, the same bits
+    /// as one. Elsewhere nothing is fused.
+    #[test]
+    fn fusing_the_attention_keeps_the_answers() {
+        use tract_linalg::multithread::{multithread_tract_scope, Executor};
+        let bundle = crate::bundle::Bundle::parse(crate::EMBEDDED_MODEL).unwrap();
+        let loaded = load_compiled(bundle.onnx).unwrap();
+        let mut symbolic = loaded.decluttered.clone();
+        crate::ops::fuse_dequantize_bias(&mut symbolic).unwrap();
+        let count = crate::ops::fuse_attention(&mut symbolic).unwrap();
+        if !crate::attention::enabled() {
+            assert_eq!(count, 0);
+            return;
+        }
+        assert_eq!(count, 3, "one per layer");
+        for len in [16usize, 37] {
+            let subs = HashMap::from([
+                (loaded.batch_sym.clone(), 1.to_dim()),
+                (loaded.seq_sym.clone(), (len as i64).to_dim()),
+            ]);
+            let mut plain = loaded.decluttered.set_symbols(&subs).unwrap();
+            crate::ops::fuse_dequantize_bias(&mut plain).unwrap();
+            let mut fused = plain.clone();
+            assert_eq!(crate::ops::fuse_attention(&mut fused).unwrap(), 3);
+            let (fused, plain) = (
+                fused.into_optimized().unwrap(),
+                plain.into_optimized().unwrap(),
+            );
+            let named = |m: &TypedModel, name: &str| {
+                m.nodes.iter().filter(|n| n.op().name() == name).count()
+            };
+            assert_eq!(named(&plain, "Softmax"), 3);
+            assert_eq!(named(&fused, "Softmax"), 0);
+            assert_eq!(named(&fused, "Attention (edgebert)"), 3);
+            let inputs = sample_inputs(&loaded, len);
+            let (a, b) = (logits(fused.clone(), &inputs), logits(plain, &inputs));
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{a:?} vs {b:?}");
+            }
+            let two = multithread_tract_scope(Executor::multithread(2), || {
+                logits(fused.clone(), &inputs)
+            });
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&two), bits(&a), "{len} tokens, two threads");
         }
     }
 }

@@ -1,0 +1,146 @@
+//! The runtime's fused attention (`Attention (edgebert)`, on CPUs with AVX-512) against tract's
+//! own operators (`EDGEBERT_ATTENTION=off`), through the binary, on a tiny model in both forms
+//! tract leaves the graph in (analysed from ONNX, and read back from a compiled bundle).
+
+use std::path::Path;
+use std::process::Command;
+
+use edgebert_quantize::onnx::{decode, encode};
+use edgebert_runtime::{pack, Bundle, Classifier, ClassifierOptions};
+use edgebert_tests::int8::{quantize, Form};
+use edgebert_tests::{workspace_bin, TinyModel, TinySpec, REVIEW_TEXTS};
+
+fn edgebert(attention: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(workspace_bin("edgebert"))
+        .env("EDGEBERT_ATTENTION", attention)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn probabilities(attention: &str, bundle: &Path) -> Vec<f64> {
+    let mut args = vec!["--threads", "1", "classify", "--json", "--model"];
+    args.push(bundle.to_str().unwrap());
+    args.extend(REVIEW_TEXTS.iter().copied());
+    let out = edgebert(attention, &args);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), REVIEW_TEXTS.len());
+    lines
+        .iter()
+        .flat_map(|l| l["scores"].as_array().unwrap().clone())
+        .map(|s| s["probability"].as_f64().unwrap())
+        .collect()
+}
+
+/// The operators of the plan for 16 and 40 tokens.
+fn operators(attention: &str, bundle: &Path) -> Vec<Vec<String>> {
+    let args = [
+        "--threads",
+        "1",
+        "bench",
+        bundle.to_str().unwrap(),
+        "--profile",
+        "--json",
+        "--iterations",
+        "1",
+        "--lengths",
+        "16,40",
+    ];
+    let profile: serde_json::Value = serde_json::from_slice(&edgebert(attention, &args)).unwrap();
+    profile["lengths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["ops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["op"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Heads of 16 columns (the kernel takes multiples of 16), the model quantized to int8 as the
+/// shipped one: fused where the CPU has AVX-512, in both graph forms, with the same answers as
+/// tract's within float rounding.
+#[test]
+fn fused_attention_keeps_the_answers() {
+    let spec = TinySpec {
+        hidden: 64,
+        heads: 4,
+        intermediate: 128,
+        ..TinySpec::default()
+    };
+    let m = TinyModel::with(&spec, 64);
+    let f32_bundle = Bundle::read(&m.bundle).unwrap();
+    let f32_model = Classifier::from_bundle(&f32_bundle, ClassifierOptions::default()).unwrap();
+    let batch = f32_model.encoder().batch(REVIEW_TEXTS, 32).unwrap();
+    let proto = decode(&std::fs::read(&m.onnx).unwrap()).unwrap();
+    let int8 = pack(
+        encode(&quantize(&proto, Form::Dynamic, &batch).unwrap()),
+        f32_bundle.tokenizer_json.clone(),
+        f32_bundle.manifest.labels.clone(),
+        64,
+        "int8",
+    )
+    .unwrap();
+    let int8_path = m.path("int8.ebm");
+    std::fs::write(&int8_path, int8.to_bytes()).unwrap();
+    let compiled = m.path("compiled.ebm");
+    edgebert(
+        "on",
+        &[
+            "compile",
+            int8_path.to_str().unwrap(),
+            "-o",
+            compiled.to_str().unwrap(),
+        ],
+    );
+    for bundle in [&int8_path, &compiled] {
+        let (on, off) = (probabilities("on", bundle), probabilities("off", bundle));
+        for (a, b) in on.iter().zip(&off) {
+            assert!((a - b).abs() <= 1e-5, "{}: {a} vs {b}", bundle.display());
+        }
+        for ops in operators("off", bundle) {
+            assert!(ops.iter().any(|o| o == "Softmax"), "{ops:?}");
+            assert!(!ops.iter().any(|o| o == "Attention (edgebert)"), "{ops:?}");
+        }
+        for ops in operators("on", bundle) {
+            let fused = ops.iter().any(|o| o == "Attention (edgebert)");
+            assert_eq!(fused, avx512(), "{}: {ops:?}", bundle.display());
+            assert_eq!(ops.iter().any(|o| o == "Softmax"), !fused, "{ops:?}");
+        }
+    }
+}
+
+/// Heads of 8 columns: tract's operators stay.
+#[test]
+fn heads_the_kernel_does_not_take_stay_with_tract() {
+    let m = TinyModel::new();
+    for ops in operators("on", &m.bundle) {
+        assert!(ops.iter().any(|o| o == "Softmax"), "{ops:?}");
+    }
+}
