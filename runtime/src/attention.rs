@@ -190,7 +190,8 @@ unsafe fn scores_row(q: &[f32], kt: &[f32], scale: f32, mask: &[f32], row: &mut 
     }
 }
 
-/// `out = Σ_j e[j] · v[j, col..col + d] / Σ_j e[j]` (`e` the row's exponentials).
+/// `out = Σ_j e[j] · v[j, col..col + d] / Σ_j e[j]` (`e` the row's exponentials). Four keys at a
+/// time into four sets of sums, so the additions do not wait on each other.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn weighted_rows(e: &[f32], v: &[f32], width: usize, col: usize, out: &mut [f32]) {
@@ -198,20 +199,40 @@ unsafe fn weighted_rows(e: &[f32], v: &[f32], width: usize, col: usize, out: &mu
     let chunks = out.len() / 16;
     // SAFETY: `v` holds `e.len()` rows of `width` ≥ `col + out.len()`.
     unsafe {
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut sum = 0f32;
+        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
         let v = v.as_ptr().add(col);
-        for (j, &ej) in e.iter().enumerate() {
-            sum += ej;
+        let quads = e.len() / 4 * 4;
+        for j in (0..quads).step_by(4) {
+            for (u, acc) in acc.iter_mut().enumerate() {
+                let ej = _mm512_set1_ps(e[j + u]);
+                let row = v.add((j + u) * width);
+                for (c, acc) in acc.iter_mut().enumerate().take(chunks) {
+                    *acc = _mm512_fmadd_ps(ej, _mm512_loadu_ps(row.add(16 * c)), *acc);
+                }
+            }
+        }
+        for (j, &ej) in e.iter().enumerate().skip(quads) {
             let ej = _mm512_set1_ps(ej);
             let row = v.add(j * width);
-            for (c, acc) in acc.iter_mut().enumerate().take(chunks) {
+            for (c, acc) in acc[0].iter_mut().enumerate().take(chunks) {
                 *acc = _mm512_fmadd_ps(ej, _mm512_loadu_ps(row.add(16 * c)), *acc);
             }
         }
-        let inv = _mm512_set1_ps(1.0 / sum);
-        for (c, acc) in acc.iter().enumerate().take(chunks) {
-            _mm512_storeu_ps(out.as_mut_ptr().add(16 * c), _mm512_mul_ps(*acc, inv));
+        let mut sum = _mm512_setzero_ps();
+        let mut at = 0;
+        while at + 16 <= e.len() {
+            sum = _mm512_add_ps(sum, _mm512_loadu_ps(e.as_ptr().add(at)));
+            at += 16;
+        }
+        let rest = ((1u32 << (e.len() - at)) - 1) as __mmask16;
+        sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(rest, e.as_ptr().add(at)));
+        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+        for c in 0..chunks {
+            let total = _mm512_add_ps(
+                _mm512_add_ps(acc[0][c], acc[1][c]),
+                _mm512_add_ps(acc[2][c], acc[3][c]),
+            );
+            _mm512_storeu_ps(out.as_mut_ptr().add(16 * c), _mm512_mul_ps(total, inv));
         }
     }
 }
