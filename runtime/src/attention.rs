@@ -227,11 +227,10 @@ unsafe fn weighted_rows(e: &[f32], v: &[f32], width: usize, col: usize, out: &mu
         let rest = ((1u32 << (e.len() - at)) - 1) as __mmask16;
         sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(rest, e.as_ptr().add(at)));
         let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
-        for c in 0..chunks {
-            let total = _mm512_add_ps(
-                _mm512_add_ps(acc[0][c], acc[1][c]),
-                _mm512_add_ps(acc[2][c], acc[3][c]),
-            );
+        let [a0, a1, a2, a3] = &acc;
+        let sets = a0.iter().zip(a1).zip(a2.iter().zip(a3));
+        for (c, ((x0, x1), (x2, x3))) in sets.enumerate().take(chunks) {
+            let total = _mm512_add_ps(_mm512_add_ps(*x0, *x1), _mm512_add_ps(*x2, *x3));
             _mm512_storeu_ps(out.as_mut_ptr().add(16 * c), _mm512_mul_ps(total, inv));
         }
     }

@@ -364,3 +364,77 @@ impl Default for TinyModel {
         TinyModel::new()
     }
 }
+
+/// Runs the `edgebert` binary with `envs` set; checks it exits 0 and returns its stdout.
+pub fn edgebert_ok(envs: &[(&str, &str)], args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(workspace_bin("edgebert"))
+        .envs(envs.iter().copied())
+        .args(args)
+        .output()
+        .expect("run edgebert");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The operators of each plan `edgebert --threads 1 bench [BUNDLE] --profile` runs (one run per
+/// length of `lengths`, e.g. `"16,64"`), with `envs` set; the built-in model without a bundle.
+pub fn profiled_operators(
+    envs: &[(&str, &str)],
+    bundle: Option<&Path>,
+    lengths: &str,
+) -> Vec<Vec<String>> {
+    let mut args = vec!["--threads", "1", "bench"];
+    if let Some(bundle) = bundle {
+        args.push(bundle.to_str().expect("UTF-8 path"));
+    }
+    args.extend([
+        "--profile",
+        "--json",
+        "--iterations",
+        "1",
+        "--lengths",
+        lengths,
+    ]);
+    let profile: serde_json::Value =
+        serde_json::from_slice(&edgebert_ok(envs, &args)).expect("profile JSON");
+    profile["lengths"]
+        .as_array()
+        .expect("lengths")
+        .iter()
+        .map(|l| {
+            l["ops"]
+                .as_array()
+                .expect("ops")
+                .iter()
+                .map(|o| o["op"].as_str().expect("op name").to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// `model`'s ONNX quantized as the shipped model is (dynamic int8; `texts` at 32 tokens for the
+/// ranges), packed with its tokenizer and labels.
+pub fn int8_bundle(model: &TinyModel, texts: &[&str]) -> edgebert_runtime::Bundle {
+    use edgebert_runtime::{Bundle, Classifier, ClassifierOptions};
+    let f32_bundle = Bundle::read(&model.bundle).expect("f32 bundle");
+    let f32_model =
+        Classifier::from_bundle(&f32_bundle, ClassifierOptions::default()).expect("classifier");
+    let batch = f32_model.encoder().batch(texts, 32).expect("batch");
+    let proto = edgebert_quantize::onnx::decode(&std::fs::read(&model.onnx).expect("onnx"))
+        .expect("decode");
+    edgebert_runtime::pack(
+        edgebert_quantize::onnx::encode(
+            &int8::quantize(&proto, int8::Form::Dynamic, &batch).expect("quantize"),
+        ),
+        f32_bundle.tokenizer_json.clone(),
+        f32_bundle.manifest.labels.clone(),
+        64,
+        "int8",
+    )
+    .expect("pack")
+}

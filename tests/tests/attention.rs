@@ -3,26 +3,12 @@
 //! tract leaves the graph in (analysed from ONNX, and read back from a compiled bundle).
 
 use std::path::Path;
-use std::process::Command;
 
-use edgebert_quantize::onnx::{decode, encode};
-use edgebert_runtime::{pack, Bundle, Classifier, ClassifierOptions};
-use edgebert_tests::int8::{quantize, Form};
-use edgebert_tests::{workspace_bin, TinyModel, TinySpec, REVIEW_TEXTS};
+use edgebert_tests::REVIEW_TEXTS;
+use edgebert_tests::{edgebert_ok, int8_bundle, profiled_operators, TinyModel, TinySpec};
 
 fn edgebert(attention: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(workspace_bin("edgebert"))
-        .env("EDGEBERT_ATTENTION", attention)
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    edgebert_ok(&[("EDGEBERT_ATTENTION", attention)], args)
 }
 
 fn probabilities(attention: &str, bundle: &Path) -> Vec<f64> {
@@ -42,34 +28,9 @@ fn probabilities(attention: &str, bundle: &Path) -> Vec<f64> {
         .collect()
 }
 
-/// The operators of the plan for 16 and 40 tokens.
+/// The operators of the plans for 16 and 40 tokens.
 fn operators(attention: &str, bundle: &Path) -> Vec<Vec<String>> {
-    let args = [
-        "--threads",
-        "1",
-        "bench",
-        bundle.to_str().unwrap(),
-        "--profile",
-        "--json",
-        "--iterations",
-        "1",
-        "--lengths",
-        "16,40",
-    ];
-    let profile: serde_json::Value = serde_json::from_slice(&edgebert(attention, &args)).unwrap();
-    profile["lengths"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            l["ops"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o["op"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .collect()
+    profiled_operators(&[("EDGEBERT_ATTENTION", attention)], Some(bundle), "16,40")
 }
 
 fn avx512() -> bool {
@@ -95,18 +56,7 @@ fn fused_attention_keeps_the_answers() {
         ..TinySpec::default()
     };
     let m = TinyModel::with(&spec, 64);
-    let f32_bundle = Bundle::read(&m.bundle).unwrap();
-    let f32_model = Classifier::from_bundle(&f32_bundle, ClassifierOptions::default()).unwrap();
-    let batch = f32_model.encoder().batch(REVIEW_TEXTS, 32).unwrap();
-    let proto = decode(&std::fs::read(&m.onnx).unwrap()).unwrap();
-    let int8 = pack(
-        encode(&quantize(&proto, Form::Dynamic, &batch).unwrap()),
-        f32_bundle.tokenizer_json.clone(),
-        f32_bundle.manifest.labels.clone(),
-        64,
-        "int8",
-    )
-    .unwrap();
+    let int8 = int8_bundle(&m, REVIEW_TEXTS);
     let int8_path = m.path("int8.ebm");
     std::fs::write(&int8_path, int8.to_bytes()).unwrap();
     let compiled = m.path("compiled.ebm");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use edgebert_runtime::{Bundle, Classifier, ClassifierOptions, Quantization};
-use edgebert_tests::workspace_bin;
+use edgebert_tests::{edgebert_ok, profiled_operators, workspace_bin};
 
 fn shipped() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/sentiment-en.ebm")
@@ -64,22 +64,6 @@ fn the_shipped_model_carries_its_numbers_and_gets_the_obvious_right() {
         let got = c.classify(text).unwrap();
         assert_eq!(got.label, *want, "{text}: {got:?}");
     }
-}
-
-/// Runs the `edgebert` binary with `envs` set; checks it exits 0 and returns its stdout.
-fn edgebert_ok(envs: &[(&str, &str)], args: &[&str]) -> Vec<u8> {
-    let out = Command::new(workspace_bin("edgebert"))
-        .envs(envs.iter().copied())
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 #[test]
@@ -196,30 +180,10 @@ fn the_int8_tile_changes_no_answer() {
         let board: serde_json::Value =
             serde_json::from_slice(&run(units, &["board", "--json"])).unwrap();
         assert_eq!(board["kernels"]["int8_tile"]["wide"], wide, "{board}");
-        let profile: serde_json::Value = serde_json::from_slice(&run(
-            units,
-            &[
-                "--threads",
-                "1",
-                "bench",
-                "--profile",
-                "--json",
-                "--iterations",
-                "1",
-                "--lengths",
-                "16,64",
-            ],
-        ))
-        .unwrap();
-        for length in profile["lengths"].as_array().unwrap() {
-            let ops: Vec<&str> = length["ops"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o["op"].as_str().unwrap())
-                .collect();
+        let envs = [("TRACT_AVX512_FMA_UNITS", units), ("EDGEBERT_QGEMM", "off")];
+        for ops in profiled_operators(&envs, None, "16,64") {
             assert!(
-                ops.contains(&format!("OptMatMul ({kernel})").as_str()),
+                ops.contains(&format!("OptMatMul ({kernel})")),
                 "TRACT_AVX512_FMA_UNITS={units}: {ops:?}"
             );
         }
@@ -257,27 +221,8 @@ fn our_int8_kernel_changes_no_answer() {
         .unwrap()
         .iter()
         .any(|f| f[0] == "avx512vnni" && f[1] == true);
-    let profile_args = [
-        "--threads",
-        "1",
-        "bench",
-        "--profile",
-        "--json",
-        "--iterations",
-        "1",
-        "--lengths",
-        "16,64",
-    ];
     for qgemm in ["off", "on"] {
-        let profile: serde_json::Value =
-            serde_json::from_slice(&run(qgemm, &profile_args)).unwrap();
-        for length in profile["lengths"].as_array().unwrap() {
-            let ops: Vec<&str> = length["ops"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o["op"].as_str().unwrap())
-                .collect();
+        for ops in profiled_operators(&[("EDGEBERT_QGEMM", qgemm)], None, "16,64") {
             let ours = ops.iter().filter(|o| o.starts_with("QuantLinear")).count();
             let expected = if qgemm == "on" && vnni { 2 } else { 0 };
             assert_eq!(ours, expected, "EDGEBERT_QGEMM={qgemm}: {ops:?}");

@@ -3,13 +3,11 @@
 //! the whole graph, for every form of graph we ship (ONNX and compiled, f32 and int8) and the
 //! built-in model; and so does a plan run on several threads.
 
-use edgebert_quantize::onnx::{decode, encode};
 use edgebert_runtime::engine::Engine;
 use edgebert_runtime::text::TextEncoder;
-use edgebert_runtime::{embedded_model, pack, Bundle, Classifier, ClassifierOptions};
-use edgebert_tests::int8::{quantize, Form};
-use edgebert_tests::TinyModel;
+use edgebert_runtime::{embedded_model, Bundle, Classifier, ClassifierOptions};
 use edgebert_tests::REVIEW_TEXTS as TEXTS;
+use edgebert_tests::{int8_bundle, TinyModel};
 
 /// Logits of the first text at length 16 and of all texts at each length (≥ 32), from an engine
 /// cut in `pieces` that runs on `threads`.
@@ -47,17 +45,7 @@ fn tiny_models_answer_the_same_in_pieces() {
     let m = TinyModel::new();
     let f32_bundle = Bundle::read(&m.bundle).unwrap();
     let opts = ClassifierOptions::default();
-    let f32_model = Classifier::from_bundle(&f32_bundle, opts).unwrap();
-    let batch = f32_model.encoder().batch(TEXTS, 32).unwrap();
-    let proto = decode(&std::fs::read(&m.onnx).unwrap()).unwrap();
-    let int8 = pack(
-        encode(&quantize(&proto, Form::Dynamic, &batch).unwrap()),
-        f32_bundle.tokenizer_json.clone(),
-        f32_bundle.manifest.labels.clone(),
-        64,
-        "int8",
-    )
-    .unwrap();
+    let int8 = int8_bundle(&m, TEXTS);
     for (name, bundle) in [("f32", f32_bundle), ("int8", int8)] {
         same_answers_in_pieces(name, &bundle, &[32, 64]);
         let compiled = Classifier::compile(&bundle, opts).unwrap();
