@@ -778,11 +778,7 @@ mod tests {
         let bundle = crate::bundle::Bundle::parse(crate::EMBEDDED_MODEL).unwrap();
         let loaded = load_compiled(bundle.onnx).unwrap();
         for len in [16usize, 37] {
-            let subs = HashMap::from([
-                (loaded.batch_sym.clone(), 1.to_dim()),
-                (loaded.seq_sym.clone(), (len as i64).to_dim()),
-            ]);
-            let concrete = loaded.decluttered.set_symbols(&subs).unwrap();
+            let concrete = one_text(&loaded, len);
             let casts_i32 = |m: &TypedModel| {
                 m.nodes
                     .iter()
@@ -823,6 +819,15 @@ mod tests {
                 "{a:?} vs {b:?}"
             );
         }
+    }
+
+    /// The analysed graph for one text of `len` tokens.
+    fn one_text(loaded: &Loaded, len: usize) -> TypedModel {
+        let subs = HashMap::from([
+            (loaded.batch_sym.clone(), 1.to_dim()),
+            (loaded.seq_sym.clone(), (len as i64).to_dim()),
+        ]);
+        loaded.decluttered.set_symbols(&subs).unwrap()
     }
 
     /// The logits of an optimised model on `inputs`.
@@ -889,11 +894,7 @@ mod tests {
         assert_eq!(fused, 7 + dequantize_bias + 2 * quant_linear + attention);
         assert!(dequantize_bias + quant_linear >= 18, "{fused}");
         for len in [16usize, 37] {
-            let subs = HashMap::from([
-                (loaded.batch_sym.clone(), 1.to_dim()),
-                (loaded.seq_sym.clone(), (len as i64).to_dim()),
-            ]);
-            let mut plain = loaded.decluttered.set_symbols(&subs).unwrap();
+            let mut plain = one_text(&loaded, len);
             crate::ops::fuse_dequantize_bias(&mut plain).unwrap();
             let rms_norms = |m: &TypedModel| {
                 m.nodes
@@ -929,11 +930,7 @@ mod tests {
         let bundle = crate::bundle::Bundle::parse(crate::EMBEDDED_MODEL).unwrap();
         let loaded = load_compiled(bundle.onnx).unwrap();
         for len in [16usize, 37] {
-            let subs = HashMap::from([
-                (loaded.batch_sym.clone(), 1.to_dim()),
-                (loaded.seq_sym.clone(), (len as i64).to_dim()),
-            ]);
-            let mut plain = loaded.decluttered.set_symbols(&subs).unwrap();
+            let mut plain = one_text(&loaded, len);
             let products = crate::ops::fuse_dequantize_bias(&mut plain).unwrap();
             let mut fused = plain.clone();
             let count = crate::ops::fuse_quant_linear(&mut fused).unwrap();
@@ -993,11 +990,7 @@ mod tests {
         }
         assert_eq!(count, 3, "one per layer");
         for len in [16usize, 37] {
-            let subs = HashMap::from([
-                (loaded.batch_sym.clone(), 1.to_dim()),
-                (loaded.seq_sym.clone(), (len as i64).to_dim()),
-            ]);
-            let mut plain = loaded.decluttered.set_symbols(&subs).unwrap();
+            let mut plain = one_text(&loaded, len);
             crate::ops::fuse_dequantize_bias(&mut plain).unwrap();
             let mut fused = plain.clone();
             assert_eq!(crate::ops::fuse_attention(&mut fused).unwrap(), 3);
