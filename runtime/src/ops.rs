@@ -270,7 +270,6 @@ impl Op for QuantLinear {
 impl EvalOp for QuantLinear {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         use crate::qgemm::{products, MR};
-        use rayon::prelude::*;
         ensure!(inputs.len() == 4 || inputs.len() == 5);
         let (k, n) = (self.weights.k(), self.weights.n());
         let a = &inputs[0];
@@ -309,9 +308,11 @@ impl EvalOp for QuantLinear {
         let mut out = unsafe { Tensor::uninitialized_dt(f32::datum_type(), &shape)? };
         let mut ys = out.try_as_plain_ram_mut()?;
         let ys = ys.as_slice_mut::<f32>()?;
-        let rows = a.len() / k;
         // One share of the rows: products block by block, each block dequantized while hot.
-        let share = |a: &[u8], residual: &[f32], ys: &mut [f32]| -> TractResult<()> {
+        let share = |first: usize, ys: &mut [f32]| -> TractResult<()> {
+            let count = ys.len() / n;
+            let a = &a[first * k..(first + count) * k];
+            let residual = residual.get(first * n..first * n + ys.len()).unwrap_or(&[]);
             let mut finish = Finish::new(scale, bias, self.gelu)?;
             let mut failed = Ok(());
             products(a, a0, &self.weights, |first, sums, stride| {
@@ -324,26 +325,38 @@ impl EvalOp for QuantLinear {
             .map_err(|e| format_err!("{e}"))?;
             failed
         };
-        match tract_linalg::multithread::current_tract_executor() {
-            tract_linalg::multithread::Executor::MultiThread(pool) if rows >= 2 * MR => {
-                let threads = pool.current_num_threads().max(1);
-                let per = rows.div_ceil(MR).div_ceil(threads) * MR;
-                pool.install(|| {
-                    a.par_chunks(per * k)
-                        .zip(ys.par_chunks_mut(per * n))
-                        .enumerate()
-                        .try_for_each(|(i, (a, ys))| {
-                            let r = residual.get(i * per * n..i * per * n + ys.len());
-                            share(a, r.unwrap_or(&[]), ys)
-                        })
-                })?;
-            }
-            _ => share(a, residual, ys)?,
-        }
+        by_rows(ys, n, MR, 2 * MR, share)?;
         Ok(tvec!(out.into_tvalue()))
     }
 
     tract_onnx::tract_core::op_out_of_plan!();
+}
+
+/// Runs `share(first_row, rows)` over `ys` (rows of `width`): in one call, or, on tract's
+/// executor's threads when it has some and there are at least `min_rows` rows, in contiguous
+/// shares of whole multiples of `unit` rows, one per thread.
+fn by_rows(
+    ys: &mut [f32],
+    width: usize,
+    unit: usize,
+    min_rows: usize,
+    share: impl Fn(usize, &mut [f32]) -> TractResult<()> + Sync,
+) -> TractResult<()> {
+    use rayon::prelude::*;
+    let width = width.max(1);
+    let rows = ys.len() / width;
+    match tract_linalg::multithread::current_tract_executor() {
+        tract_linalg::multithread::Executor::MultiThread(pool) if rows >= min_rows => {
+            let threads = pool.current_num_threads().max(1);
+            let per = rows.div_ceil(unit).div_ceil(threads) * unit;
+            pool.install(|| {
+                ys.par_chunks_mut(per * width)
+                    .enumerate()
+                    .try_for_each(|(i, ys)| share(i * per, ys))
+            })
+        }
+        _ => share(0, ys),
+    }
 }
 
 impl TypedOp for QuantLinear {
@@ -485,7 +498,6 @@ impl Op for Attention {
 
 impl EvalOp for Attention {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        use rayon::prelude::*;
         ensure!(inputs.len() == 4);
         let shape = inputs[0].shape();
         ensure!(
@@ -511,23 +523,12 @@ impl EvalOp for Attention {
         let ys = ys.as_slice_mut::<f32>()?;
         let exp = tract_linalg::routines::Func::Exp.ew_f32()?;
         let scale = f32::from_bits(self.scale);
-        let rows = dims.batch * dims.len;
         let share = |first: usize, ys: &mut [f32]| -> TractResult<()> {
             let range = first..first + ys.len() / width.max(1);
             crate::attention::attention(dims, q, k, v, mask, scale, exp.as_ref(), range, ys)
                 .map_err(|e| format_err!("{e}"))
         };
-        match tract_linalg::multithread::current_tract_executor() {
-            tract_linalg::multithread::Executor::MultiThread(pool) if rows >= 8 => {
-                let per = rows.div_ceil(pool.current_num_threads().max(1));
-                pool.install(|| {
-                    ys.par_chunks_mut(per * width)
-                        .enumerate()
-                        .try_for_each(|(i, ys)| share(i * per, ys))
-                })?;
-            }
-            _ => share(0, ys)?,
-        }
+        by_rows(ys, width, 1, 8, share)?;
         Ok(tvec!(out.into_tvalue()))
     }
 
