@@ -285,8 +285,19 @@ def write_report(cell, sizes, agreement, cold_ms, rss_mib, ort_cold_ms, bundle_b
               f"- peak RSS: {rss_mib:.1f} MiB = {rss_mib * 2**20 / bundle_bytes:.2f}× the built-in bundle's "
               f"{bundle_bytes:,} bytes (goal ≤ 2.5×)", ""]
     os.makedirs(docs, exist_ok=True)
-    with open(os.path.join(docs, "BENCHMARKS.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n" + arm_section(cell, STUDENT_CFG))
+    report = os.path.join(docs, "BENCHMARKS.md")
+    # The per-CPU sections of `bench-compare --builtin` (bench_builtin.py) are kept as they are.
+    kept = []
+    if os.path.exists(report):
+        old = open(report, encoding="utf-8").read()
+        while "<!-- builtin:" in old:
+            old = old[old.index("<!-- builtin:"):]
+            end = old.index("<!-- /builtin:")
+            end = old.index("-->", end) + 3
+            kept.append(old[:end])
+            old = old[end:]
+    with open(report, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n" + arm_section(cell, STUDENT_CFG) + "".join("\n" + k + "\n" for k in kept))
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for ax, m in zip(axes, ["student", "teacher"]):

@@ -77,11 +77,12 @@ pub fn kernel_features() -> KernelFeatures {
                 ("avx512f", avx512),
                 ("avx512vnni", vnni),
             ],
-            int8_kernel: match int8_tile {
-                Some(Int8Tile { wide: true, .. }) => "x86_64 AVX-512 VNNI 16x16",
-                Some(_) => "x86_64 AVX-512 VNNI 8x8",
-                None if avx2 => "x86_64 AVX2",
-                None => "generic",
+            int8_kernel: match (crate::kernels::qgemm::enabled(), int8_tile) {
+                (true, _) => crate::kernels::qgemm::Kernel::best().map_or("generic", |k| k.name()),
+                (false, Some(Int8Tile { wide: true, .. })) => "tract x86_64 AVX-512 VNNI 16x16",
+                (false, Some(_)) => "tract x86_64 AVX-512 VNNI 8x8",
+                (false, None) if avx2 => "tract x86_64 AVX2 (slow: see docs/performance.md)",
+                (false, None) => "generic",
             },
             int8_tile,
         }

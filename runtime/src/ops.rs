@@ -242,7 +242,8 @@ impl TypedOp for DequantizeBias {
     tract_onnx::tract_core::as_op!();
 }
 
-/// An int8 linear layer in one operator, on CPUs with AVX-512 VNNI ([`crate::qgemm`]): tract's
+/// An int8 linear layer in one operator, on x86_64 CPUs with AVX2 or AVX-512 VNNI
+/// ([`crate::kernels::qgemm`]): tract's
 /// quantized product of a u8 activation by a constant i8 weight (with i32 sums) and the
 /// [`DequantizeBias`] after it. Inputs: the activation (u8, `[…, k]`), its zero point (u8), the
 /// scale and bias per column, and the residual if the [`DequantizeBias`] had one. The weights
@@ -250,7 +251,7 @@ impl TypedOp for DequantizeBias {
 /// [`DequantizeBias`] (the sums are exact integers; the dequantization is the same code).
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct QuantLinear {
-    pub weights: Arc<crate::qgemm::PackedWeights>,
+    pub weights: Arc<crate::kernels::qgemm::PackedWeights>,
     /// Whether tract's exact GELU follows.
     pub gelu: bool,
 }
@@ -269,7 +270,8 @@ impl Op for QuantLinear {
 
 impl EvalOp for QuantLinear {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        use crate::qgemm::{products, MR};
+        use crate::kernels::qgemm::products;
+        let mr = self.weights.kernel().mr();
         ensure!(inputs.len() == 4 || inputs.len() == 5);
         let (k, n) = (self.weights.k(), self.weights.n());
         let a = &inputs[0];
@@ -325,7 +327,7 @@ impl EvalOp for QuantLinear {
             .map_err(|e| format_err!("{e}"))?;
             failed
         };
-        by_rows(ys, n, MR, 2 * MR, share)?;
+        by_rows(ys, n, mr, 2 * mr, share)?;
         Ok(tvec!(out.into_tvalue()))
     }
 
@@ -373,10 +375,10 @@ impl TypedOp for QuantLinear {
 
 /// Replaces each tract int8 product of a u8 activation by a constant `[n, k]` i8 weight (zero
 /// points 0 but the activation's, scales 1, i32 sums) whose only reader is a [`DequantizeBias`]
-/// by one [`QuantLinear`]; returns how many. Only where [`crate::qgemm::enabled`].
+/// by one [`QuantLinear`]; returns how many. Only where [`crate::kernels::qgemm::enabled`].
 pub fn fuse_quant_linear(model: &mut TypedModel) -> TractResult<usize> {
     use tract_onnx::tract_core::ops::einsum::EinSum;
-    if !crate::qgemm::enabled() {
+    if !crate::kernels::qgemm::enabled() {
         return Ok(0);
     }
     let is_scalar = |outlet: OutletId, want: Option<f32>| -> bool {
@@ -447,7 +449,7 @@ pub fn fuse_quant_linear(model: &mut TypedModel) -> TractResult<usize> {
         if !shaped || a.shape.last().and_then(|d| d.to_usize().ok()) != Some(k) {
             continue;
         }
-        let Some(packed) = crate::qgemm::PackedWeights::pack_nk(
+        let Some(packed) = crate::kernels::qgemm::PackedWeights::pack_nk(
             weights.try_as_plain_ram()?.as_slice::<i8>()?,
             n,
             k,

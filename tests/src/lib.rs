@@ -438,3 +438,11 @@ pub fn int8_bundle(model: &TinyModel, texts: &[&str]) -> edgebert_runtime::Bundl
     )
     .expect("pack")
 }
+
+/// Says, in the test output, that a test skipped what this CPU does not run (written to the
+/// process's stderr directly, past the test harness's capture: a pass without the kernel must be
+/// visibly not a pass of the kernel).
+pub fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {what}");
+}

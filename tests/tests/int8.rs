@@ -125,7 +125,7 @@ fn profile_times_every_node_and_runs_our_dynamic_quantize() {
             .any(|o| o.op.starts_with("DynamicQuantizeLinear")),
         "{ops:?}"
     );
-    assert!(ops.iter().all(|o| o.nodes > 0 && o.ms_per_run >= 0.0));
+    assert!(ops.iter().all(|o| o.nodes > 0));
     assert!(ops.windows(2).all(|w| w[0].ms_per_run >= w[1].ms_per_run));
     assert!(ops.iter().map(|o| o.ms_per_run).sum::<f64>() > 0.0);
     // Profiling runs the same plan: the answer afterwards is unchanged.

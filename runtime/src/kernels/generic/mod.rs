@@ -1,0 +1,3 @@
+//! Portable kernels and the references the ISA-specific ones are tested against, on every CPU.
+
+pub mod qgemm;
