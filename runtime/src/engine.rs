@@ -920,7 +920,7 @@ mod tests {
         }
     }
 
-    /// [`crate::ops::fuse_quant_linear`] on the built-in model: on a CPU with AVX-512 VNNI each
+    /// [`crate::ops::fuse_quant_linear`] on the built-in model: on an x86_64 CPU with AVX2 or AVX-512 VNNI each
     /// int8 product and its dequantization become one `QuantLinear`, no i32 product of tract's
     /// is left, and the logits are the same to the bit, on one thread and split over two (a
     /// 37-token text is two shares of rows there). Elsewhere nothing is fused.
@@ -973,7 +973,7 @@ mod tests {
         }
     }
 
-    /// [`crate::ops::fuse_attention`] on the built-in model: on a CPU with AVX-512 each layer's
+    /// [`crate::ops::fuse_attention`] on the built-in model: on a CPU with AVX-512 or AVX2 each layer's
     /// attention (on the symbolic graph too) becomes one `Attention`, none of tract's `Softmax`
     /// is left, and the logits move by float rounding only; split over two threads, the same bits
     /// as one. Elsewhere nothing is fused.
@@ -985,9 +985,9 @@ mod tests {
         let mut symbolic = loaded.decluttered.clone();
         crate::ops::fuse_dequantize_bias(&mut symbolic).unwrap();
         let count = crate::ops::fuse_attention(&mut symbolic).unwrap();
-        if !crate::attention::enabled() {
+        if !crate::kernels::attention::enabled() {
             assert_eq!(count, 0);
-            crate::kernels::skipped("fusing the attention: no AVX-512 here");
+            crate::kernels::skipped("fusing the attention: no attention kernel of ours here");
             return;
         }
         assert_eq!(count, 3, "one per layer");

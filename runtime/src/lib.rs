@@ -8,7 +8,6 @@
 //! This crate runs on the board: it never depends on a host crate (quantize, distill), candle
 //! or Python, and it needs no C toolchain for its target.
 
-pub mod attention;
 pub mod bench;
 pub mod bundle;
 pub mod classifier;

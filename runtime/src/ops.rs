@@ -477,8 +477,8 @@ pub fn fuse_quant_linear(model: &mut TypedModel) -> TractResult<usize> {
     Ok(matches.len())
 }
 
-/// BERT's self-attention for all heads in one operator, on CPUs with AVX-512
-/// ([`crate::attention`]): from the three projections `q`, `k`, `v` (`[batch, len, heads · d]`)
+/// BERT's self-attention for all heads in one operator, on x86_64 CPUs with AVX-512 or AVX2 + FMA
+/// ([`crate::kernels::attention`]): from the three projections `q`, `k`, `v` (`[batch, len, heads · d]`)
 /// and the additive mask (one value per key: `[batch or 1, 1, 1, len]`) to the heads' outputs side
 /// by side (`[batch, len, heads · d]`), replacing tract's reshapes, two batched products, their
 /// packings, the scale, the mask's `Add` and the softmax. Equal to tract's within float rounding.
@@ -510,7 +510,7 @@ impl EvalOp for Attention {
             "Attention: q, k, v must be [batch, len, {}]",
             self.heads * self.d
         );
-        let dims = crate::attention::Shape {
+        let dims = crate::kernels::attention::Shape {
             batch: shape[0],
             len: shape[1],
             heads: self.heads,
@@ -527,8 +527,18 @@ impl EvalOp for Attention {
         let scale = f32::from_bits(self.scale);
         let share = |first: usize, ys: &mut [f32]| -> TractResult<()> {
             let range = first..first + ys.len() / width.max(1);
-            crate::attention::attention(dims, q, k, v, mask, scale, exp.as_ref(), range, ys)
-                .map_err(|e| format_err!("{e}"))
+            crate::kernels::attention::attention(
+                dims,
+                q,
+                k,
+                v,
+                mask,
+                scale,
+                exp.as_ref(),
+                range,
+                ys,
+            )
+            .map_err(|e| format_err!("{e}"))
         };
         by_rows(ys, width, 1, 8, share)?;
         Ok(tvec!(out.into_tvalue()))
@@ -555,13 +565,13 @@ impl TypedOp for Attention {
 /// compiled graph: with `Move(1, 2)` of q's heads and `Move(1, 3)` of k's before `EinSum
 /// abmk,abkn->abmn`, and batch and heads merged (`Reshape(0, [b, h], [h·b])`) around an `EinSum
 /// amk,ank->amn` with v's heads (after `Move(1, 3)`), unmerged and moved back (`Move(1, 2)`). Every middle value must be read by the next step only. Only where
-/// [`crate::attention::enabled`].
+/// [`crate::kernels::attention::enabled`].
 pub fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
     use tract_onnx::tract_core::ops::change_axes::AxisOp;
     use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::math::{Add, Mul};
     use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
-    if !crate::attention::enabled() {
+    if !crate::kernels::attention::enabled() {
         return Ok(0);
     }
     // The producer of `outlet` if it is the only reader's input and of type `O`.
@@ -762,7 +772,7 @@ pub fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
             };
             (heads_ok
                 && merge_ok
-                && crate::attention::supported_head(d)
+                && crate::kernels::attention::supported_head(d)
                 && same(q, k)
                 && same(q, v)
                 && model.outlet_fact(q).ok()?.datum_type == f32::datum_type())

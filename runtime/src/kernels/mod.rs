@@ -9,6 +9,7 @@
 //! Each dispatching module (e.g. [`qgemm`]) says which kernel runs on which CPU and falls back to
 //! tract's operators (not to the reference, which is for tests) where none does.
 
+pub mod attention;
 pub mod generic;
 pub mod qgemm;
 

@@ -1,3 +1,4 @@
 //! Portable kernels and the references the ISA-specific ones are tested against, on every CPU.
 
+pub mod attention;
 pub mod qgemm;
