@@ -82,7 +82,7 @@ impl TokenBatch {
 pub struct Engine {
     /// tract's analysed graph, as [`Engine::compile`] stores it.
     decluttered: TypedModel,
-    /// The same with the runtime's fused operators ([`crate::ops::fuse`]): what plans are cut
+    /// The same with the runtime's fused operators ([`crate::rewrite::fuse`]): what plans are cut
     /// from and built of.
     fused: TypedModel,
     batch_sym: Symbol,
@@ -174,7 +174,7 @@ impl Engine {
         // not depend on the cut) and the work is done once, not per plan.
         let fused = caught(|| {
             let mut fused = decluttered.clone();
-            crate::ops::fuse(&mut fused)?;
+            crate::rewrite::fuse(&mut fused)?;
             TractResult::Ok(fused)
         })
         .map_err(ModelError::Tract)?;
@@ -463,7 +463,7 @@ fn load_onnx(onnx_bytes: &[u8]) -> Result<Loaded, ModelError> {
         let output = model.output_outlets()?[output_ix];
         model.select_output_outlets(&[output])?;
         let mut model = model.into_typed()?.into_decluttered()?;
-        transpose_int8_weights(&mut model)?;
+        crate::rewrite::int8_weights::transpose_int8_weights(&mut model)?;
         TractResult::Ok((model, batch_sym, seq_sym))
     })
     .map_err(ModelError::Tract)?;
@@ -478,7 +478,7 @@ fn load_onnx(onnx_bytes: &[u8]) -> Result<Loaded, ModelError> {
 
 fn load_compiled(bytes: &[u8]) -> Result<Loaded, ModelError> {
     let mut model = read_compiled(bytes).map_err(ModelError::Compiled)?;
-    drop_identity_casts(&mut model).map_err(tract_err)?;
+    crate::rewrite::identity_casts::drop_identity_casts(&mut model).map_err(tract_err)?;
     let input_names: Vec<String> = model
         .input_outlets()
         .map_err(tract_err)?
@@ -511,79 +511,6 @@ fn load_compiled(bytes: &[u8]) -> Result<Loaded, ModelError> {
         roles,
         embedding_rows,
     })
-}
-
-/// Stores each int8 weight matrix of a quantized product `[n, k]` (rows along the reduced axis)
-/// instead of ONNX's `[k, n]`, and says so in the product's axes (`kn` → `nk`). The same
-/// product, but each plan tract optimises then sums the weights' columns (`q_sum`, needed with
-/// the activations' zero point) over contiguous memory instead of with a stride, and packs them
-/// from contiguous rows: 5–6 ms less per plan (of ≈ 60) for the student, with the same results
-/// and the same run time. Weights read by more than one node are left alone.
-fn transpose_int8_weights(model: &mut TypedModel) -> TractResult<()> {
-    use tract_onnx::tract_core::ops::einsum::EinSum;
-    use tract_onnx::tract_core::ops::konst::Const;
-    for id in 0..model.nodes.len() {
-        let Some(einsum) = model.nodes[id].op_as::<EinSum>() else {
-            continue;
-        };
-        let weights = model.nodes[id].inputs[1];
-        let Some(konst) = model.nodes[weights.node].op_as::<Const>() else {
-            continue;
-        };
-        let expr = einsum.axes.to_string();
-        let (inputs, output) = expr.split_once("->").context("einsum without an output")?;
-        let mut terms: Vec<&str> = inputs.split(',').collect();
-        let w = konst.val();
-        if einsum.q_params.is_none()
-            || w.rank() != 2
-            || !w.datum_type().is_integer()
-            || terms.get(1).map(|t| t.chars().count()) != Some(2)
-            || model.nodes[weights.node].outputs[0].successors.len() != 1
-        {
-            continue;
-        }
-        let reversed: String = terms[1].chars().rev().collect();
-        terms[1] = &reversed;
-        let mut transposed = einsum.clone();
-        transposed.axes = format!("{}->{output}", terms.join(",")).parse()?;
-        let (k, n) = (w.shape()[0], w.shape()[1]);
-        let t = w
-            .clone()
-            .into_tensor()
-            .permute_axes(&[1, 0])?
-            .into_shape(&[n, k])?
-            .deep_clone()
-            .into_arc_tensor();
-        model.nodes[weights.node].outputs[0].fact = TypedFact::try_from(t.clone())?;
-        model.nodes[weights.node].op = Box::new(Const::new(t)?);
-        model.nodes[id].op = Box::new(transposed);
-    }
-    Ok(())
-}
-
-/// Removes the casts to a value's own type that tract's NNEF reader puts before the operands of
-/// every binary operator (about 200 in the student's graph, a third of its nodes): each plan's
-/// optimiser would otherwise remove them one patch at a time.
-fn drop_identity_casts(model: &mut TypedModel) -> TractResult<()> {
-    use tract_onnx::tract_core::ops::cast::Cast;
-    for id in 0..model.nodes.len() {
-        let Some(cast) = model.nodes[id].op_as::<Cast>() else {
-            continue;
-        };
-        let input = model.nodes[id].inputs[0];
-        let (from, to) = (model.outlet_fact(input)?, &model.nodes[id].outputs[0].fact);
-        if cast.to != from.datum_type
-            || from.datum_type != to.datum_type
-            || from.shape != to.shape
-            || model.outputs.contains(&OutletId::new(id, 0))
-        {
-            continue;
-        }
-        for succ in model.nodes[id].outputs[0].successors.clone() {
-            model.add_edge(input, succ)?;
-        }
-    }
-    model.compact()
 }
 
 /// tract's `model_for_read`, shortened for the tar [`Engine::compile`] writes (`graph.nnef` and
@@ -771,7 +698,7 @@ mod tests {
     use super::*;
 
     /// The built-in model's graph for one 1×`len` text, optimised by tract, with and without
-    /// [`crate::ops::fuse_dequantize_bias`]: the fused plan has one `DequantizeBias` per int8
+    /// [`crate::rewrite::fuse_dequantize_bias`]: the fused plan has one `DequantizeBias` per int8
     /// product with a bias and no `Cast` after them, and the same logits to the bit.
     #[test]
     fn fusing_the_dequantization_changes_no_bit() {
@@ -789,7 +716,7 @@ mod tests {
                     .count()
             };
             let mut fused = concrete.clone();
-            let count = crate::ops::fuse_dequantize_bias(&mut fused).unwrap();
+            let count = crate::rewrite::fuse_dequantize_bias(&mut fused).unwrap();
             // Q, K, V, attention output, two feed-forward products per layer, 3 layers, at least.
             assert!(count >= 18, "{count} fused");
             let (fused, plain) = (
@@ -861,7 +788,7 @@ mod tests {
             .collect()
     }
 
-    /// [`crate::ops::fuse_layer_norm`] on the built-in model, after the dequantization's fusion
+    /// [`crate::rewrite::fuse_layer_norm`] on the built-in model, after the dequantization's fusion
     /// as in a plan: every layer normalisation (the embeddings' and two per layer) becomes one
     /// `LayerNorm`, none of tract's `RmsNorm` is left, and the logits move by float rounding only.
     #[test]
@@ -871,7 +798,7 @@ mod tests {
         // The engine fuses the symbolic graph (before cutting it into pieces): all of it fuses
         // there too.
         let mut symbolic = loaded.decluttered.clone();
-        let fused = crate::ops::fuse(&mut symbolic).unwrap();
+        let fused = crate::rewrite::fuse(&mut symbolic).unwrap();
         let named =
             |m: &TypedModel, name: &str| m.nodes.iter().filter(|n| n.op().name() == name).count();
         assert_eq!(named(&symbolic, "LayerNorm (edgebert)"), 7);
@@ -895,7 +822,7 @@ mod tests {
         assert!(dequantize_bias + quant_linear >= 18, "{fused}");
         for len in [16usize, 37] {
             let mut plain = one_text(&loaded, len);
-            crate::ops::fuse_dequantize_bias(&mut plain).unwrap();
+            crate::rewrite::fuse_dequantize_bias(&mut plain).unwrap();
             let rms_norms = |m: &TypedModel| {
                 m.nodes
                     .iter()
@@ -905,7 +832,7 @@ mod tests {
             let norms = rms_norms(&plain);
             assert_eq!(norms, 7, "the embeddings' and two per layer, 3 layers");
             let mut fused = plain.clone();
-            assert_eq!(crate::ops::fuse_layer_norm(&mut fused).unwrap(), norms);
+            assert_eq!(crate::rewrite::fuse_layer_norm(&mut fused).unwrap(), norms);
             let (fused, plain) = (
                 fused.into_optimized().unwrap(),
                 plain.into_optimized().unwrap(),
@@ -920,7 +847,7 @@ mod tests {
         }
     }
 
-    /// [`crate::ops::fuse_quant_linear`] on the built-in model: on an x86_64 CPU with AVX2 or AVX-512 VNNI each
+    /// [`crate::rewrite::fuse_quant_linear`] on the built-in model: on an x86_64 CPU with AVX2 or AVX-512 VNNI each
     /// int8 product and its dequantization become one `QuantLinear`, no i32 product of tract's
     /// is left, and the logits are the same to the bit, on one thread and split over two (a
     /// 37-token text is two shares of rows there). Elsewhere nothing is fused.
@@ -931,9 +858,9 @@ mod tests {
         let loaded = load_compiled(bundle.onnx).unwrap();
         for len in [16usize, 37] {
             let mut plain = one_text(&loaded, len);
-            let products = crate::ops::fuse_dequantize_bias(&mut plain).unwrap();
+            let products = crate::rewrite::fuse_dequantize_bias(&mut plain).unwrap();
             let mut fused = plain.clone();
-            let count = crate::ops::fuse_quant_linear(&mut fused).unwrap();
+            let count = crate::rewrite::fuse_quant_linear(&mut fused).unwrap();
             if !crate::kernels::qgemm::enabled() {
                 assert_eq!(count, 0);
                 crate::kernels::skipped("fusing the int8 products: no int8 kernel of ours here");
@@ -973,7 +900,7 @@ mod tests {
         }
     }
 
-    /// [`crate::ops::fuse_attention`] on the built-in model: on a CPU with AVX-512 or AVX2 each layer's
+    /// [`crate::rewrite::fuse_attention`] on the built-in model: on a CPU with AVX-512 or AVX2 each layer's
     /// attention (on the symbolic graph too) becomes one `Attention`, none of tract's `Softmax`
     /// is left, and the logits move by float rounding only; split over two threads, the same bits
     /// as one. Elsewhere nothing is fused.
@@ -983,8 +910,8 @@ mod tests {
         let bundle = crate::bundle::Bundle::parse(crate::EMBEDDED_MODEL).unwrap();
         let loaded = load_compiled(bundle.onnx).unwrap();
         let mut symbolic = loaded.decluttered.clone();
-        crate::ops::fuse_dequantize_bias(&mut symbolic).unwrap();
-        let count = crate::ops::fuse_attention(&mut symbolic).unwrap();
+        crate::rewrite::fuse_dequantize_bias(&mut symbolic).unwrap();
+        let count = crate::rewrite::fuse_attention(&mut symbolic).unwrap();
         if !crate::kernels::attention::enabled() {
             assert_eq!(count, 0);
             crate::kernels::skipped("fusing the attention: no attention kernel of ours here");
@@ -993,9 +920,9 @@ mod tests {
         assert_eq!(count, 3, "one per layer");
         for len in [16usize, 37] {
             let mut plain = one_text(&loaded, len);
-            crate::ops::fuse_dequantize_bias(&mut plain).unwrap();
+            crate::rewrite::fuse_dequantize_bias(&mut plain).unwrap();
             let mut fused = plain.clone();
-            assert_eq!(crate::ops::fuse_attention(&mut fused).unwrap(), 3);
+            assert_eq!(crate::rewrite::fuse_attention(&mut fused).unwrap(), 3);
             let (fused, plain) = (
                 fused.into_optimized().unwrap(),
                 plain.into_optimized().unwrap(),

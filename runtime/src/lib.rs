@@ -21,6 +21,7 @@ pub mod kernels;
 pub mod manifest;
 pub mod ops;
 mod pool;
+pub mod rewrite;
 pub mod serve;
 mod stages;
 pub mod text;
