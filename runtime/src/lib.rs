@@ -20,10 +20,10 @@ pub mod fsutil;
 pub mod kernels;
 pub mod manifest;
 pub mod ops;
-mod pool;
+
 pub mod rewrite;
 pub mod serve;
-mod stages;
+
 pub mod text;
 
 pub use bundle::Bundle;

@@ -1,18 +1,26 @@
 //! The tract side: an ONNX BERT classifier graph loaded once, checked, and run through plans
 //! prepared per input shape.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use tract_onnx::pb::{GraphProto, TensorProto};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::TractErrorContext;
 use tract_onnx::tract_core::runtime::RunOptions;
-use tract_onnx::tract_hir::infer::{GenericFactoid, ShapeFactoid};
 
 use crate::contain::caught;
 use crate::error::ModelError;
-use crate::stages::{Pieces, StagedState};
 use crate::text::Encoded;
+use stages::{Pieces, StagedState};
+
+mod compiled;
+mod onnx;
+mod pool;
+mod profile;
+mod stages;
+
+pub use compiled::is_compiled;
+use compiled::{load_compiled, typed_embedding_rows};
+use onnx::load_onnx;
+pub use profile::OpTime;
 
 /// What one graph input receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,82 +291,14 @@ impl Engine {
         }
         Ok(view.iter().copied().collect())
     }
-
-    /// Runs a batch `runs` times through its plan (after one untimed run), timing every node;
-    /// returns the time per operator kind, most expensive first. This is tract's own per-node
-    /// evaluation with a clock around it, so the sum is close to one plain run.
-    pub fn profile(&mut self, tokens: &TokenBatch, runs: usize) -> Result<Vec<OpTime>, String> {
-        self.run(tokens)?;
-        let runs = runs.max(1);
-        let mut by_op: HashMap<String, (HashSet<String>, std::time::Duration)> = HashMap::new();
-        for _ in 0..runs {
-            let inputs = self.inputs(tokens)?;
-            let state = self
-                .plans
-                .get_mut(&(tokens.batch, tokens.len))
-                .ok_or("no plan")?;
-            let pieces = &self.pieces;
-            let by_op = &mut by_op;
-            on_pool(&self.run_options, || {
-                pieces.run_with_eval(
-                    state,
-                    inputs,
-                    |ctx: &tract_onnx::tract_core::plan::EvalContext<'_>,
-                     op_state: Option<
-                        &mut (dyn tract_onnx::tract_core::ops::OpState + 'static),
-                    >,
-                     node: &TypedNode,
-                     input: TVec<TValue>| {
-                        let start = std::time::Instant::now();
-                        let out = eval_node(ctx, op_state, node, input);
-                        let elapsed = start.elapsed();
-                        let entry = by_op.entry(op_label(node)).or_default();
-                        // By name: node ids are per piece, names are the whole graph's.
-                        if !entry.0.contains(&node.name) {
-                            entry.0.insert(node.name.clone());
-                        }
-                        entry.1 += elapsed;
-                        out
-                    },
-                )
-            })
-            .map_err(|e| format!("{e:#}"))?;
-        }
-        let mut out: Vec<OpTime> = by_op
-            .into_iter()
-            .map(|(op, (nodes, total))| OpTime {
-                op,
-                nodes: nodes.len(),
-                ms_per_run: total.as_secs_f64() * 1e3 / runs as f64,
-            })
-            .collect();
-        out.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
-        Ok(out)
-    }
 }
 
-/// An operator's name in a profile: tract's name, and for a matrix product the kernel tract
-/// chose for it (`OptMatMul (avx512vnni_mmm_i32_16x16)`), which tells int8 products from f32
-/// ones and shows the tile.
-fn op_label(node: &TypedNode) -> String {
-    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
-    let name = node.op().name();
-    match node.op_as::<OptMatMul>() {
-        Some(product) => {
-            let mut kernels: Vec<&str> = product.mmm.iter().map(|k| k.name()).collect();
-            kernels.dedup();
-            format!("{name} ({})", kernels.join(", "))
-        }
-        None => name.to_string(),
-    }
-}
-
-/// Runs `f` on the plan's pool with its threads kept awake ([`crate::pool::run_hot`]) when it
+/// Runs `f` on the plan's pool with its threads kept awake ([`self::pool::run_hot`]) when it
 /// has one, else here.
 fn on_pool<R: Send>(options: &RunOptions, f: impl FnOnce() -> R + Send) -> R {
     match &options.executor {
         Some(tract_linalg::multithread::Executor::MultiThread(pool)) => {
-            crate::pool::run_hot(pool, f)
+            self::pool::run_hot(pool, f)
         }
         _ => f(),
     }
@@ -371,12 +311,6 @@ struct Loaded {
     seq_sym: Symbol,
     roles: Vec<InputRole>,
     embedding_rows: Option<usize>,
-}
-
-/// Whether a graph is a compiled one ([`Engine::compile`]: a tar, `ustar` at byte 257) rather
-/// than ONNX protobuf.
-pub fn is_compiled(graph: &[u8]) -> bool {
-    graph.get(257..262) == Some(b"ustar")
 }
 
 /// The inputs' roles from their names; `input_ids` and `attention_mask` are required.
@@ -402,212 +336,6 @@ fn input_roles(input_names: &[String]) -> Result<Vec<InputRole>, ModelError> {
     Ok(roles)
 }
 
-fn load_onnx(onnx_bytes: &[u8]) -> Result<Loaded, ModelError> {
-    let mut onnx = tract_onnx::onnx();
-    crate::ops::register(&mut onnx.op_register);
-    let proto = onnx
-        .proto_model_for_read(&mut &onnx_bytes[..])
-        .map_err(|e| ModelError::NotOnnx(format!("{e:#}")))?;
-    let graph = proto
-        .graph
-        .as_ref()
-        .ok_or_else(|| ModelError::NotOnnx("no graph".into()))?;
-
-    let mut unsupported: Vec<String> = graph
-        .node
-        .iter()
-        .filter(|n| !onnx.op_register.0.contains_key(&n.op_type))
-        .map(|n| n.op_type.clone())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    if !unsupported.is_empty() {
-        unsupported.sort();
-        return Err(ModelError::UnsupportedOperators { ops: unsupported });
-    }
-
-    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let input_names: Vec<String> = graph
-        .input
-        .iter()
-        .map(|i| i.name.clone())
-        .filter(|n| !initializers.contains(n.as_str()))
-        .collect();
-    let roles = input_roles(&input_names)?;
-    let output_ix = graph
-        .output
-        .iter()
-        .position(|o| o.name == "logits")
-        .or(if graph.output.is_empty() {
-            None
-        } else {
-            Some(0)
-        })
-        .ok_or(ModelError::NoOutput)?;
-    let embedding_rows = embedding_rows(graph);
-
-    // The protobuf holds a copy of every weight: drop it once tract has its own.
-    let inputs = roles.len();
-    let (decluttered, batch_sym, seq_sym) = caught(move || {
-        let mut model = onnx.model_for_proto_model(&proto)?;
-        drop(proto);
-        let batch_sym = model.sym("batch");
-        let seq_sym = model.sym("sequence");
-        for ix in 0..inputs {
-            let shape = ShapeFactoid::closed(tvec![
-                GenericFactoid::Only(batch_sym.to_dim()),
-                GenericFactoid::Only(seq_sym.to_dim())
-            ]);
-            model.set_input_fact(ix, InferenceFact::dt_shape(i64::datum_type(), shape))?;
-        }
-        let output = model.output_outlets()?[output_ix];
-        model.select_output_outlets(&[output])?;
-        let mut model = model.into_typed()?.into_decluttered()?;
-        crate::rewrite::int8_weights::transpose_int8_weights(&mut model)?;
-        TractResult::Ok((model, batch_sym, seq_sym))
-    })
-    .map_err(ModelError::Tract)?;
-    Ok(Loaded {
-        decluttered,
-        batch_sym,
-        seq_sym,
-        roles,
-        embedding_rows,
-    })
-}
-
-fn load_compiled(bytes: &[u8]) -> Result<Loaded, ModelError> {
-    let mut model = read_compiled(bytes).map_err(ModelError::Compiled)?;
-    crate::rewrite::identity_casts::drop_identity_casts(&mut model).map_err(tract_err)?;
-    let input_names: Vec<String> = model
-        .input_outlets()
-        .map_err(tract_err)?
-        .iter()
-        .map(|o| model.node(o.node).name.clone())
-        .collect();
-    let roles = input_roles(&input_names)?;
-    let batch_sym = model.sym("batch");
-    let seq_sym = model.sym("sequence");
-    let expected = [batch_sym.to_dim(), seq_sym.to_dim()];
-    for (ix, name) in input_names.iter().enumerate() {
-        let fact = model.input_fact(ix).map_err(tract_err)?;
-        if fact.datum_type != i64::datum_type() || fact.shape.to_tvec()[..] != expected[..] {
-            return Err(ModelError::Compiled(format!(
-                "input `{name}` is not [batch, sequence] i64: {fact:?}"
-            )));
-        }
-    }
-    if model.outputs.len() != 1 {
-        return Err(ModelError::BadOutput(format!(
-            "{} outputs in the compiled graph",
-            model.outputs.len()
-        )));
-    }
-    let embedding_rows = typed_embedding_rows(&model);
-    Ok(Loaded {
-        decluttered: model,
-        batch_sym,
-        seq_sym,
-        roles,
-        embedding_rows,
-    })
-}
-
-/// tract's `model_for_read`, shortened for the tar [`Engine::compile`] writes (`graph.nnef` and
-/// `.dat` tensors): the graph's text is parsed on a second thread while the tensors are read
-/// straight from the bundle's bytes (tract's reader copies each through a buffer first), and the
-/// operator registries are built without the NNEF standard library ([`crate::ops::nnef_reader`]).
-/// About 7 ms of a 120 ms cold start. Any other tar goes through tract's own reader.
-fn read_compiled(bytes: &[u8]) -> Result<TypedModel, String> {
-    use tract_nnef::ast::{Identifier, ProtoModel};
-    let Some((text, dats)) = caught(|| compiled_entries(bytes))? else {
-        return caught(|| crate::ops::nnef().model_for_read(&mut &bytes[..]));
-    };
-    std::thread::scope(|scope| {
-        let doc = scope.spawn(|| caught(|| tract_nnef::ast::parse::parse_document(text)));
-        let read = caught(|| {
-            let nnef = crate::ops::nnef_reader();
-            let mut tensors = HashMap::with_capacity(dats.len());
-            for (id, mut data) in dats {
-                let tensor = tract_nnef::tensors::read_tensor(&mut data)
-                    .with_context(|| format!("reading tensor {id}"))?;
-                tensors.insert(Identifier(id), Arc::new(tensor));
-            }
-            TractResult::Ok((nnef, tensors))
-        });
-        let doc = doc
-            .join()
-            .unwrap_or_else(|_| Err("the graph parser panicked".into()));
-        let (nnef, tensors) = read?;
-        let proto = ProtoModel {
-            doc: doc?,
-            tensors,
-            quantization: None,
-            resources: HashMap::new(),
-        };
-        caught(|| nnef.model_for_proto_model(&proto))
-    })
-}
-
-/// A compiled graph's text and its tensors' bytes, by resource id, borrowed from the tar; `None`
-/// when the tar holds anything else (tract's reader handles it then).
-#[allow(clippy::type_complexity)]
-fn compiled_entries(bytes: &[u8]) -> TractResult<Option<(&str, Vec<(String, &[u8])>)>> {
-    let mut text = None;
-    let mut dats = Vec::new();
-    for entry in tar::Archive::new(bytes).entries()? {
-        let entry = entry?;
-        let start = usize::try_from(entry.raw_file_position())?;
-        let data = start
-            .checked_add(usize::try_from(entry.size())?)
-            .and_then(|end| bytes.get(start..end))
-            .context("a tar entry runs past the end of the graph")?;
-        let path = entry.path()?;
-        let name = path.to_str().context("a tar entry's name is not UTF-8")?;
-        if name == tract_nnef::resource::GRAPH_NNEF_FILENAME && text.is_none() {
-            text = Some(std::str::from_utf8(data)?);
-        } else if let Some(id) = name.strip_suffix(".dat") {
-            if id.is_empty() || id.starts_with("./") || id.split('/').any(|c| c.starts_with('.')) {
-                return Ok(None);
-            }
-            dats.push((id.to_string(), data));
-        } else {
-            return Ok(None);
-        }
-    }
-    Ok(text.map(|text| (text, dats)))
-}
-
-/// [`embedding_rows`] on an analysed graph: the constant a `Gather` indexes with `input_ids`,
-/// possibly through casts and reshapes.
-fn typed_embedding_rows(model: &TypedModel) -> Option<usize> {
-    use tract_onnx::tract_core::ops::array::Gather;
-    use tract_onnx::tract_core::ops::cast::Cast;
-    use tract_onnx::tract_core::ops::change_axes::AxisOp;
-    let mut ids: HashSet<OutletId> = model
-        .input_outlets()
-        .ok()?
-        .iter()
-        .filter(|o| model.node(o.node).name == "input_ids")
-        .copied()
-        .collect();
-    for id in model.eval_order().ok()? {
-        let node = model.node(id);
-        let Some(first) = node.inputs.first() else {
-            continue;
-        };
-        if node.op_is::<Gather>() && node.inputs.get(1).is_some_and(|i| ids.contains(i)) {
-            let table = model.outlet_fact(*first).ok()?;
-            if table.konst.is_some() {
-                return table.shape.first()?.to_i64().ok()?.try_into().ok();
-            }
-        } else if (node.op_is::<Cast>() || node.op_is::<AxisOp>()) && ids.contains(first) {
-            ids.insert(OutletId::new(id, 0));
-        }
-    }
-    None
-}
-
 /// tract's own node evaluation, followed by [`crate::cpu::clear_upper_state`].
 fn eval_node(
     ctx: &tract_onnx::tract_core::plan::EvalContext<'_>,
@@ -618,79 +346,6 @@ fn eval_node(
     let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, input);
     crate::cpu::clear_upper_state();
     out
-}
-
-/// Time that one kind of operator of the optimised plan took, from [`Engine::profile`].
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct OpTime {
-    /// tract's operator name after optimisation (`EinSum`, `DynamicQuantizeU8 (edgebert)`…); a
-    /// matrix product's names its kernel too (`OptMatMul (avx512vnni_mmm_i32_8x8)`).
-    pub op: String,
-    /// Nodes of the plan that run this operator.
-    pub nodes: usize,
-    /// Mean milliseconds per run, all its nodes together.
-    pub ms_per_run: f64,
-}
-
-/// Finds the word-embedding table: the constant that a `Gather` indexes with `input_ids`
-/// (possibly through casts and reshapes, possibly stored int8 behind a `DequantizeLinear`).
-fn embedding_rows<'g>(graph: &'g GraphProto) -> Option<usize> {
-    const PASS_THROUGH: &[&str] = &[
-        "Cast",
-        "Identity",
-        "Reshape",
-        "Unsqueeze",
-        "Squeeze",
-        "Flatten",
-    ];
-    let initializers: HashMap<&str, &TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.as_str(), t))
-        .collect();
-    let producers: HashMap<&'g str, &'g tract_onnx::pb::NodeProto> = graph
-        .node
-        .iter()
-        .flat_map(|n: &'g tract_onnx::pb::NodeProto| n.output.iter().map(move |o| (o.as_str(), n)))
-        .collect();
-    let constant_rows = |mut name: &'g str| -> Option<usize> {
-        for _ in 0..4 {
-            if let Some(t) = initializers.get(name) {
-                return t.dims.first().and_then(|&d| usize::try_from(d).ok());
-            }
-            let node = producers.get(name)?;
-            match node.op_type.as_str() {
-                "Constant" => {
-                    let t = node
-                        .attribute
-                        .iter()
-                        .find(|a| a.name == "value")?
-                        .t
-                        .as_ref()?;
-                    return t.dims.first().and_then(|&d| usize::try_from(d).ok());
-                }
-                "DequantizeLinear" | "Cast" | "Identity" => name = node.input.first()?,
-                _ => return None,
-            }
-        }
-        None
-    };
-    let mut ids: HashSet<&'g str> = HashSet::from(["input_ids"]);
-    for node in &graph.node {
-        let Some(first) = node.input.first() else {
-            continue;
-        };
-        if PASS_THROUGH.contains(&node.op_type.as_str()) && ids.contains(first.as_str()) {
-            ids.extend(node.output.iter().map(String::as_str));
-        } else if node.op_type == "Gather"
-            && node.input.get(1).is_some_and(|i| ids.contains(i.as_str()))
-        {
-            if let Some(rows) = constant_rows(first) {
-                return Some(rows);
-            }
-        }
-    }
-    None
 }
 
 #[cfg(all(test, feature = "default-model"))]
