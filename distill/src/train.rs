@@ -682,18 +682,9 @@ fn cached_teacher_logits(
     Ok(out)
 }
 
-/// A progress bar on stderr (hidden when stderr is not a terminal).
+/// A progress bar on stderr (hidden when stderr is not a terminal): the workspace's one style.
 pub fn progress_bar(len: u64, prefix: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {msg} · {elapsed_precise} (ETA {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar
+    edgebert_runtime::progress::bar(len, prefix)
 }
 
 /// Appends JSON lines to metrics.jsonl, counting them.

@@ -318,11 +318,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
     let ranges = match (&job.calibration, &source_bundle) {
         (Some(c), Some(b)) => {
             let acts = crate::dynamic::activation_inputs(&proto, &options)?;
-            let bar = indicatif::ProgressBar::new(0).with_message("calibrating");
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} eta {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let bar = edgebert_runtime::progress::bar(0, "calibrating");
             let r = crate::calibrate::calibrate(b, &acts, &read_corpus(&c.texts)?, c.method, &bar)?;
             bar.finish_and_clear();
             Some(r)
@@ -447,11 +443,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
             .filter(|t| !summary.kept_f32.contains(&t.node))
             .map(|t| (t.node.clone(), t.output.clone()))
             .collect();
-        let bar = indicatif::ProgressBar::new(0).with_message("comparing activations");
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
+        let bar = edgebert_runtime::progress::bar(0, "comparing activations");
         summary.activations =
             crate::activation::activation_errors(f32, &int8_onnx, &nodes, &texts, &bar)?;
         summary.activation_texts = texts.len();
@@ -569,13 +561,7 @@ fn evaluate_bundle(
     name: &str,
 ) -> Result<Evaluation, ExportError> {
     let mut classifier = Classifier::from_bundle(bundle, ClassifierOptions::default())?;
-    let bar = indicatif::ProgressBar::new(examples.len() as u64).with_message(name.to_string());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>5} {bar:40} {pos}/{len} {per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = edgebert_runtime::progress::bar(examples.len() as u64, name);
     let e = evaluate(&mut classifier, examples, &bar)?;
     bar.finish_and_clear();
     Ok(e)

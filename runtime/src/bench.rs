@@ -142,6 +142,37 @@ pub fn profile_table(profiles: &[LengthProfile]) -> String {
     s
 }
 
+/// `edgebert bench`'s table: one line per length, then the cold start and the peak RSS.
+pub fn stats_table(
+    threads: usize,
+    iterations: usize,
+    stats: &[LengthStats],
+    cold_ms: f64,
+    peak_rss_kib: Option<u64>,
+) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "threads {threads}, {iterations} runs per length");
+    let _ = writeln!(
+        s,
+        "{:>7} {:>9} {:>9} {:>10} {:>14}",
+        "tokens", "p50 ms", "p95 ms", "texts/s", "batched/s"
+    );
+    for l in stats {
+        let _ = writeln!(
+            s,
+            "{:>7} {:>9.3} {:>9.3} {:>10.1} {:>14.1}",
+            l.tokens, l.p50_ms, l.p95_ms, l.texts_per_s, l.batched_texts_per_s
+        );
+    }
+    let _ = writeln!(s, "cold start (load + first answer): {cold_ms:.1} ms");
+    let _ = match peak_rss_kib {
+        Some(kib) => writeln!(s, "peak RSS: {:.1} MiB", kib as f64 / 1024.0),
+        None => writeln!(s, "peak RSS: not reported by this OS"),
+    };
+    s
+}
+
 /// The nearest-rank percentile of sorted durations.
 pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {

@@ -441,3 +441,61 @@ mod tests {
         assert!(src.resolve().is_err());
     }
 }
+
+/// What `edgebert info` shows of a bundle: its manifest, format and section sizes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BundleSummary {
+    pub format_version: u16,
+    /// `onnx` or `compiled`.
+    pub graph: &'static str,
+    pub manifest: crate::Manifest,
+    pub bytes: BundleBytes,
+}
+
+/// Section sizes of a bundle, in bytes (the tokenizer as inflated).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BundleBytes {
+    pub total: usize,
+    pub tokenizer: usize,
+    pub onnx: usize,
+}
+
+impl BundleSummary {
+    /// Reads a bundle's bytes (checked as [`Bundle::parse`] does).
+    pub fn of(raw: &[u8]) -> Result<BundleSummary> {
+        let b = Bundle::parse(raw)?;
+        Ok(BundleSummary {
+            format_version: Bundle::version_of(raw).unwrap_or(0),
+            graph: if crate::engine::is_compiled(b.onnx) {
+                "compiled"
+            } else {
+                "onnx"
+            },
+            bytes: BundleBytes {
+                total: raw.len(),
+                tokenizer: b.tokenizer_json.len(),
+                onnx: b.onnx.len(),
+            },
+            manifest: b.manifest,
+        })
+    }
+
+    /// As one JSON object.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// As aligned lines: the manifest, then the sizes.
+    pub fn text(&self) -> String {
+        format!(
+            "{}{:<15} {} bytes ({} graph {}, tokenizer {} inflated), format v{}\n",
+            self.manifest.describe(),
+            "size",
+            self.bytes.total,
+            self.graph,
+            self.bytes.onnx,
+            self.bytes.tokenizer,
+            self.format_version
+        )
+    }
+}

@@ -20,6 +20,8 @@ pub mod fsutil;
 pub mod kernels;
 pub mod manifest;
 pub mod ops;
+#[cfg(feature = "cli")]
+pub mod progress;
 
 pub mod rewrite;
 pub mod serve;

@@ -4,8 +4,9 @@
 //! carries the same `id` and either the prediction(s) or `"error"`; a bad request never stops the
 //! server.
 
-use std::io::{BufRead, Write};
-use std::sync::Mutex;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -108,6 +109,151 @@ pub fn serve_stream(
     }
 }
 
+/// Why [`listen_unix`] could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    #[error("{0} exists and is not a socket")]
+    NotASocket(PathBuf),
+    #[error("{0} is in use by another server")]
+    InUse(PathBuf),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves [`serve_stream`] on a Unix socket at `path`, one thread per connection, until the
+/// process ends. A stale socket file left at `path` is replaced; a live server's socket, or a
+/// file that is not a socket, is an error.
+pub fn listen_unix(classifier: &Arc<Mutex<Classifier>>, path: &Path) -> Result<(), ListenError> {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ListenError::NotASocket(path.into()));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(ListenError::InUse(path.into()));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    eprintln!("listening on {}", path.display());
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: accept: {e}");
+                continue;
+            }
+        };
+        let classifier = Arc::clone(classifier);
+        std::thread::spawn(move || {
+            let reader = match stream.try_clone() {
+                Ok(r) => BufReader::new(r),
+                Err(e) => return eprintln!("error: connection: {e}"),
+            };
+            if let Err(e) = serve_stream(&classifier, reader, &stream) {
+                eprintln!("error: connection: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// On SIGTERM or SIGINT: waits for the answer in flight (it holds the classifier's lock), flushes
+/// stdout, removes the socket file if there is one, and ends the process with status 0. Call it
+/// once, before serving.
+pub fn exit_on_signal(
+    classifier: Arc<Mutex<Classifier>>,
+    socket: Option<PathBuf>,
+) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _guard = classifier.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = std::io::stdout().flush();
+            if let Some(path) = &socket {
+                let _ = std::fs::remove_file(path);
+            }
+            std::process::exit(0);
+        }
+    });
+    Ok(())
+}
+
+/// Why [`classify_lines`] stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinesError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Classify(#[from] crate::Error),
+}
+
+/// Classifies every line of `reader` (each line its own text, numbered from 1), `chunk` lines at
+/// a time through [`Classifier::classify_batch`], in order: `emit(line, answer)` for each, with
+/// the line's own error (too long, invalid UTF-8, empty…) as its answer; `read(bytes)` after each
+/// line read, for a progress bar. Memory stays bounded by the chunk, whatever the input's size.
+pub fn classify_lines(
+    classifier: &mut Classifier,
+    reader: &mut dyn BufRead,
+    chunk: usize,
+    mut read: impl FnMut(u64),
+    mut emit: impl FnMut(usize, Result<Prediction, String>) -> std::io::Result<()>,
+) -> Result<(), LinesError> {
+    let mut line_no = 0usize;
+    let mut buf = Vec::new();
+    loop {
+        let mut lines: Vec<(usize, Result<String, String>)> = Vec::new();
+        let mut eof = false;
+        while lines.len() < chunk.max(1) {
+            buf.clear();
+            match read_line_capped(reader, &mut buf, MAX_REQUEST_BYTES)? {
+                LineStatus::Eof => {
+                    eof = true;
+                    break;
+                }
+                LineStatus::TooLong => {
+                    line_no += 1;
+                    let e = format!("line longer than {MAX_REQUEST_BYTES} bytes");
+                    lines.push((line_no, Err(e)));
+                }
+                LineStatus::Line => {
+                    line_no += 1;
+                    read(buf.len() as u64 + 1);
+                    let text = String::from_utf8(std::mem::take(&mut buf)).map_err(|e| {
+                        format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to())
+                    });
+                    lines.push((line_no, text));
+                }
+            }
+        }
+        let texts: Vec<&str> = lines
+            .iter()
+            .filter_map(|(_, t)| t.as_deref().ok())
+            .collect();
+        let mut results = classifier.classify_batch(&texts)?.into_iter();
+        for (n, text) in &lines {
+            let r = match text {
+                Ok(_) => results
+                    .next()
+                    .unwrap_or(Err(crate::InputError::Empty))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.clone()),
+            };
+            emit(*n, r)?;
+        }
+        if eof {
+            return Ok(());
+        }
+    }
+}
+
 /// What [`read_line_capped`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LineStatus {
@@ -119,7 +265,7 @@ pub enum LineStatus {
 /// Reads one `\n`-terminated line (without the `\n`) of at most `cap` bytes; a longer line is
 /// consumed and reported as `TooLong` without being held in memory.
 pub fn read_line_capped(
-    reader: &mut impl BufRead,
+    reader: &mut (impl BufRead + ?Sized),
     line: &mut Vec<u8>,
     cap: usize,
 ) -> std::io::Result<LineStatus> {

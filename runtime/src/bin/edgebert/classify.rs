@@ -1,0 +1,122 @@
+//! `edgebert classify`: texts from the arguments, a file or stdin; one answer line each.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::PathBuf;
+
+use edgebert_runtime::cli::exit;
+use edgebert_runtime::serve::{self, LinesError};
+use edgebert_runtime::{Classifier, Error, Prediction};
+use serde_json::json;
+
+use crate::Failure;
+
+/// Texts read per batch from a file or stdin.
+const CHUNK_LINES: usize = 256;
+
+pub(crate) fn run(
+    classifier: &mut Classifier,
+    texts: Vec<String>,
+    file: Option<PathBuf>,
+    json: bool,
+    top_k: usize,
+) -> Result<u8, Failure> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failed = 0usize;
+    let mut emit =
+        |out: &mut dyn Write, line: Option<usize>, result: Result<Prediction, String>| {
+            if result.is_err() {
+                failed += 1;
+            }
+            write_answer(out, line, result, json, top_k)
+        };
+
+    if !texts.is_empty() {
+        for r in classifier.classify_batch(&texts)? {
+            emit(&mut out, None, r.map_err(|e| e.to_string())).map_err(Failure::io)?;
+        }
+    } else {
+        let (mut reader, size): (Box<dyn BufRead>, Option<u64>) = match file.as_deref() {
+            None => (Box::new(std::io::stdin().lock()), None),
+            Some(p) if p.as_os_str() == "-" => (Box::new(std::io::stdin().lock()), None),
+            Some(p) => {
+                let f = std::fs::File::open(p).map_err(|e| {
+                    Failure::from(Error::Io {
+                        path: p.into(),
+                        source: e,
+                    })
+                })?;
+                let size = f.metadata().ok().map(|m| m.len());
+                (Box::new(BufReader::new(f)), size)
+            }
+        };
+        // A bar only for a file, when a person watches the terminal (not when output is piped).
+        let watched = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        let bar = match size {
+            Some(n) if watched => edgebert_runtime::progress::bytes_bar(n),
+            _ => indicatif::ProgressBar::hidden(),
+        };
+        let lines = serve::classify_lines(
+            classifier,
+            &mut reader,
+            CHUNK_LINES,
+            |bytes| bar.inc(bytes),
+            |n, r| emit(&mut out, Some(n), r),
+        );
+        match lines {
+            Ok(()) => {}
+            Err(LinesError::Io(e)) => return Err(Failure::io(e)),
+            Err(LinesError::Classify(e)) => return Err(e.into()),
+            Err(e) => return Err(Failure::io(std::io::Error::other(e.to_string()))),
+        }
+        bar.finish_and_clear();
+    }
+    out.flush().map_err(Failure::io)?;
+    Ok(if failed > 0 {
+        exit::BAD_INPUT
+    } else {
+        exit::OK
+    })
+}
+
+/// One answer: JSON, or the labels and probabilities tab-separated; an error also on stderr.
+fn write_answer(
+    out: &mut dyn Write,
+    line: Option<usize>,
+    result: Result<Prediction, String>,
+    json: bool,
+    top_k: usize,
+) -> std::io::Result<()> {
+    match result {
+        Ok(p) if json => {
+            let mut v = serve::prediction_json(&p, Some(top_k));
+            if let Some(n) = line {
+                v["line"] = json!(n);
+            }
+            writeln!(out, "{v}")
+        }
+        Ok(p) => {
+            let labels: Vec<String> = p
+                .scores
+                .iter()
+                .take(top_k)
+                .map(|s| format!("{}\t{:.4}", s.label, s.probability))
+                .collect();
+            let note = if p.truncated {
+                format!("\t(truncated to {} tokens)", p.tokens)
+            } else {
+                String::new()
+            };
+            writeln!(out, "{}{note}", labels.join("\t"))
+        }
+        Err(msg) => {
+            let at = line.map(|n| format!("line {n}: ")).unwrap_or_default();
+            eprintln!("error: {at}{msg}");
+            if json {
+                writeln!(out, "{}", json!({"line": line, "error": msg}))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
