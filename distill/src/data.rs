@@ -125,20 +125,13 @@ pub fn load(spec: &DataSpec, labels: Option<&[String]>) -> Result<Splits> {
     let mut rows = Vec::with_capacity(kept.len());
     let mut split_of = Vec::new();
     for (r, label) in &kept {
-        let index = labels
-            .iter()
-            .position(|l| l == label)
-            .or_else(|| {
-                // Integer ids name a label only when the labels are names, not numbers.
-                label.parse::<usize>().ok().filter(|&i| i < labels.len())
-            })
-            .ok_or_else(|| {
-                bad(format!(
-                    "line {}: label `{label}` is not one of the model's labels ({})",
-                    r.line,
-                    labels.join(", ")
-                ))
-            })?;
+        let index = edgebert_quantize::data::label_index(&labels, label).ok_or_else(|| {
+            bad(format!(
+                "line {}: label `{label}` is not one of the model's labels ({})",
+                r.line,
+                labels.join(", ")
+            ))
+        })?;
         let group = match &spec.group_by {
             Some(_) => r.fields[2].clone(),
             None => format!("#{}", r.line),

@@ -55,6 +55,16 @@ pub enum DataError {
     Empty { path: PathBuf },
 }
 
+/// The index of `label` in the model's `labels`: by name, or as an integer id below
+/// `labels.len()` (ids name a label only where no label has that name). Shared with distillation's
+/// reader, so that both map a data file's labels the same way.
+pub fn label_index(labels: &[String], label: &str) -> Option<usize> {
+    labels
+        .iter()
+        .position(|l| l == label)
+        .or_else(|| label.parse::<usize>().ok().filter(|&i| i < labels.len()))
+}
+
 /// Reads examples from `path` (format by extension: `.csv`, `.tsv`, `.jsonl`/`.json`), mapping
 /// labels (names, or ids below `labels.len()`) to indices into `labels`.
 pub fn read_examples(
@@ -67,16 +77,12 @@ pub fn read_examples(
     for Record { line, mut fields } in rows {
         let label = fields.pop().unwrap_or_default();
         let text = fields.pop().unwrap_or_default();
-        let index = labels
-            .iter()
-            .position(|l| *l == label)
-            .or_else(|| label.parse::<usize>().ok().filter(|&i| i < labels.len()))
-            .ok_or_else(|| DataError::UnknownLabel {
-                path: path.into(),
-                line,
-                label: label.clone(),
-                labels: labels.to_vec(),
-            })?;
+        let index = label_index(labels, &label).ok_or_else(|| DataError::UnknownLabel {
+            path: path.into(),
+            line,
+            label: label.clone(),
+            labels: labels.to_vec(),
+        })?;
         out.push(Example { text, label: index });
     }
     if out.is_empty() {
