@@ -13,7 +13,7 @@ pub enum DistillError {
     },
     /// Reading a checkpoint or exporting one (config.json, safetensors, missing tensors).
     #[error(transparent)]
-    Checkpoint(#[from] edgebert_quantize::ExportError),
+    Checkpoint(#[from] edgebert_quantize::Error),
     #[error(transparent)]
     Data(#[from] edgebert_quantize::data::DataError),
     #[error(transparent)]

@@ -253,7 +253,7 @@ impl DistillError {
             | DistillError::Resume { .. }
             | DistillError::NoSuchLayer { .. }
             | DistillError::BadLayerMap(_) => exit::USAGE,
-            DistillError::Checkpoint(edgebert_quantize::ExportError::Io { .. }) => exit::BAD_INPUT,
+            DistillError::Checkpoint(edgebert_quantize::Error::Io { .. }) => exit::BAD_INPUT,
             DistillError::Checkpoint(_)
             | DistillError::Data(_)
             | DistillError::BadData { .. }

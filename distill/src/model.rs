@@ -184,7 +184,7 @@ impl Bert {
             ))
         })?;
         if !ckpt.has_classifier() {
-            return Err(edgebert_quantize::ExportError::NoClassifier.into());
+            return Err(edgebert_quantize::Error::NoClassifier.into());
         }
         let bert = Bert::from_checkpoint(&ckpt, &labels, 0, device)?;
         Ok((bert, ckpt.tokenizer_json))

@@ -6,20 +6,18 @@ use edgebert_quantize::plot::{write_charts, Chart, Series};
 
 use crate::error::{DistillError, Result};
 use crate::eval::Scores;
-use crate::train::{Job, Kind, Outcome};
+use crate::train::{Job, Kind, MetricRecord, Outcome};
 
 /// `training.png` / `training.svg`: training loss by step, dev accuracy by epoch.
-pub fn training_curves(dir: &Path, records: &[serde_json::Value], kind: &str) -> Result<()> {
-    let points = |x: &str, y: &str| -> Vec<(f64, f64)> {
-        records
-            .iter()
-            .filter_map(|r| Some((r.get(x)?.as_f64()?, r.get(y)?.as_f64()?)))
-            .collect()
-    };
-    let dev: Vec<(f64, f64)> = points("epoch", "dev_accuracy")
-        .into_iter()
-        .map(|(e, a)| (e, a * 100.0))
+pub fn training_curves(dir: &Path, records: &[MetricRecord], kind: &str) -> Result<()> {
+    let losses: Vec<(f64, f64)> = records
+        .iter()
+        .filter_map(|r| match r {
+            MetricRecord::Step { step, loss, .. } => Some((*step as f64, *loss)),
+            MetricRecord::Epoch { .. } => None,
+        })
         .collect();
+    let dev = dev_by_epoch(records);
     let charts = [
         Chart {
             title: format!("{kind}: training loss"),
@@ -27,7 +25,7 @@ pub fn training_curves(dir: &Path, records: &[serde_json::Value], kind: &str) ->
             y_label: "loss (mean over the last steps)".into(),
             series: vec![Series {
                 name: "train".into(),
-                points: points("step", "loss"),
+                points: losses,
             }],
             ..Default::default()
         },
@@ -60,7 +58,22 @@ fn pct(s: &Scores) -> String {
 }
 
 /// The Markdown report of a finished run.
-pub fn training_report(job: &Job, out: &Outcome, records: &[serde_json::Value]) -> String {
+/// (epoch, dev accuracy in %) of each epoch record.
+fn dev_by_epoch(records: &[MetricRecord]) -> Vec<(f64, f64)> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            MetricRecord::Epoch {
+                epoch,
+                dev_accuracy,
+                ..
+            } => Some((*epoch as f64, dev_accuracy * 100.0)),
+            MetricRecord::Step { .. } => None,
+        })
+        .collect()
+}
+
+pub fn training_report(job: &Job, out: &Outcome, records: &[MetricRecord]) -> String {
     let m = &job.model;
     let c = &m.config;
     let s = &job.settings;
@@ -120,15 +133,9 @@ pub fn training_report(job: &Job, out: &Outcome, records: &[serde_json::Value]) 
         r.push_str("\nTest confusion matrix:\n\n");
         r.push_str(&t.confusion_markdown(&m.labels));
     }
-    let dev_by_epoch: Vec<String> = records
+    let dev_by_epoch: Vec<String> = dev_by_epoch(records)
         .iter()
-        .filter_map(|v| {
-            Some(format!(
-                "{}: {:.2}%",
-                v.get("epoch")?.as_f64()?,
-                v.get("dev_accuracy")?.as_f64()? * 100.0
-            ))
-        })
+        .map(|(epoch, accuracy)| format!("{epoch}: {accuracy:.2}%"))
         .collect();
     r.push_str(&format!(
         "\nDev accuracy by epoch: {}.\n\n",

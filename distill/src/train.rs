@@ -368,14 +368,14 @@ pub fn run(job: Job) -> Result<Outcome> {
                 loss_sum / loss_n as f64
             ));
             if pos.step % s.log_every.max(1) == 0 || pos.batch == batches.len() {
-                metrics.write(&serde_json::json!({
-                    "step": pos.step,
-                    "epoch": pos.epoch as f64 + pos.batch as f64 / batches.len() as f64,
-                    "loss": loss_sum / loss_n as f64,
-                    "lr": lr,
-                    "grad_norm": info.grad_norm,
-                    "examples_per_s": rate,
-                }))?;
+                metrics.write(&MetricRecord::Step {
+                    step: pos.step,
+                    epoch: pos.epoch as f64 + pos.batch as f64 / batches.len() as f64,
+                    loss: loss_sum / loss_n as f64,
+                    lr,
+                    grad_norm: info.grad_norm,
+                    examples_per_s: rate,
+                })?;
                 loss_sum = 0.0;
                 loss_n = 0;
             }
@@ -426,12 +426,12 @@ pub fn run(job: Job) -> Result<Outcome> {
         } else {
             pos.stale_epochs += 1;
         }
-        metrics.write(&serde_json::json!({
-            "step": pos.step,
-            "epoch": pos.epoch,
-            "dev_accuracy": dev_scores.accuracy,
-            "dev_macro_f1": dev_scores.macro_f1,
-        }))?;
+        metrics.write(&MetricRecord::Epoch {
+            step: pos.step,
+            epoch: pos.epoch,
+            dev_accuracy: dev_scores.accuracy,
+            dev_macro_f1: dev_scores.macro_f1,
+        })?;
         bar.println(format!(
             "epoch {}: dev accuracy {:.2}%{}",
             pos.epoch,
@@ -708,8 +708,10 @@ impl Metrics {
         })
     }
 
-    fn write(&mut self, v: &serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{v}")
+    fn write(&mut self, record: &MetricRecord) -> Result<()> {
+        let line =
+            serde_json::to_string(record).map_err(|e| DistillError::io(&self.path, e.into()))?;
+        writeln!(self.file, "{line}")
             .and_then(|_| self.file.flush())
             .map_err(|e| DistillError::io(&self.path, e))?;
         self.lines += 1;
@@ -725,8 +727,31 @@ fn truncate_lines(path: &Path, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// The records of metrics.jsonl.
-pub fn read_metrics(path: &Path) -> Result<Vec<serde_json::Value>> {
+/// One line of a run's metrics.jsonl: a training step's figures (every `log_every` steps), or an
+/// epoch's dev scores. The JSON keys are the field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetricRecord {
+    Step {
+        step: usize,
+        /// Epochs done, fractional.
+        epoch: f64,
+        /// Mean training loss since the last record.
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        examples_per_s: f64,
+    },
+    Epoch {
+        step: usize,
+        epoch: usize,
+        dev_accuracy: f64,
+        dev_macro_f1: f64,
+    },
+}
+
+/// The records of metrics.jsonl (lines that are not records, e.g. cut by a crash, are skipped).
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| DistillError::io(path, e))?;
     Ok(text
         .lines()

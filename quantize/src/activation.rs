@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use edgebert_runtime::Bundle;
 
 use crate::calibrate::{by_bucket, plan, run};
-use crate::error::ExportError;
+use crate::error::Error;
 
 /// One quantized node's output, f32 graph against int8 graph.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,12 +32,12 @@ pub fn activation_errors(
     nodes: &[(String, String)],
     texts: &[String],
     progress: &indicatif::ProgressBar,
-) -> Result<Vec<ActivationError>, ExportError> {
-    let usage = |m: String| ExportError::Usage(m);
+) -> Result<Vec<ActivationError>, Error> {
+    let usage = |m: String| Error::Usage(m);
     let (pad, by_len) = by_bucket(f32, texts, "evaluation")?;
     let tensors: Vec<String> = nodes.iter().map(|(_, t)| t.clone()).collect();
     let decode = |bytes: &[u8]| crate::onnx::decode(bytes).map_err(|e| usage(e.to_string()));
-    let (p32, p8) = (decode(&f32.onnx)?, decode(int8_onnx)?);
+    let (p32, p8) = (decode(&f32.graph)?, decode(int8_onnx)?);
     // Σx², Σ(x − x̂)², count per tensor; the logits are compared too, as the last row.
     let mut sums = vec![(0f64, 0f64, 0u64); tensors.len() + 1];
     progress.set_length(by_len.values().map(Vec::len).sum::<usize>() as u64);

@@ -9,7 +9,7 @@ use edgebert_runtime::Bundle;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
-use crate::error::ExportError;
+use crate::error::Error;
 
 /// How an activation's range is chosen from what calibration saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,8 +51,8 @@ pub fn calibrate(
     texts: &[String],
     method: Method,
     progress: &indicatif::ProgressBar,
-) -> Result<BTreeMap<String, (f32, f32)>, ExportError> {
-    let usage = |m: String| ExportError::Usage(m);
+) -> Result<BTreeMap<String, (f32, f32)>, Error> {
+    let usage = |m: String| Error::Usage(m);
     let (pad, by_len) = by_bucket(bundle, texts, "calibration")?;
     let rows: Vec<_> = by_len.values().flatten().collect();
     if by_len.len() == 1 && rows.iter().all(|r| r.ids.len() == rows[0].ids.len()) && rows.len() > 1
@@ -62,7 +62,7 @@ pub fn calibrate(
             rows[0].ids.len()
         )));
     }
-    let proto = crate::onnx::decode(&bundle.onnx).map_err(|e| usage(e.to_string()))?;
+    let proto = crate::onnx::decode(&bundle.graph).map_err(|e| usage(e.to_string()))?;
     let mut plans = BTreeMap::new();
     for &len in by_len.keys() {
         plans.insert(
@@ -120,7 +120,7 @@ pub(crate) fn by_bucket(
     bundle: &Bundle,
     texts: &[String],
     what: &str,
-) -> Result<(i64, BTreeMap<usize, Vec<edgebert_runtime::text::Encoded>>), ExportError> {
+) -> Result<(i64, BTreeMap<usize, Vec<edgebert_runtime::text::Encoded>>), Error> {
     let max = bundle.manifest.max_seq_len as usize;
     let encoder = TextEncoder::from_json(&bundle.tokenizer_json, max)
         .map_err(edgebert_runtime::Error::from)?;
@@ -136,9 +136,7 @@ pub(crate) fn by_bucket(
         by_len.entry(len).or_default().push(r);
     }
     if by_len.is_empty() {
-        return Err(ExportError::Usage(format!(
-            "the {what} file has no usable text"
-        )));
+        return Err(Error::Usage(format!("the {what} file has no usable text")));
     }
     Ok((i64::from(pad), by_len))
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ExportError;
+use crate::error::Error;
 
 /// BERT's `config.json`, with HF's field names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,15 +105,15 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Reads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Checkpoint, ExportError> {
+    pub fn open(dir: impl AsRef<Path>) -> Result<Checkpoint, Error> {
         let dir = dir.as_ref().to_path_buf();
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read(&path).map_err(|e| ExportError::io(path, e))
+            std::fs::read(&path).map_err(|e| Error::io(path, e))
         };
         let config_path = dir.join("config.json");
         let config: BertConfig =
-            serde_json::from_slice(&read("config.json")?).map_err(|e| ExportError::Config {
+            serde_json::from_slice(&read("config.json")?).map_err(|e| Error::Config {
                 path: config_path.clone(),
                 message: e.to_string(),
             })?;
@@ -123,7 +123,7 @@ impl Checkpoint {
                 .hidden_size
                 .is_multiple_of(config.num_attention_heads)
         {
-            return Err(ExportError::Config {
+            return Err(Error::Config {
                 path: config_path,
                 message: format!(
                     "hidden_size {} is not a multiple of num_attention_heads {}",
@@ -133,7 +133,7 @@ impl Checkpoint {
         }
         let weights_path = dir.join("model.safetensors");
         let weights = read_safetensors(&read("model.safetensors")?).map_err(|message| {
-            ExportError::Safetensors {
+            Error::Safetensors {
                 path: weights_path,
                 message,
             }
@@ -148,13 +148,13 @@ impl Checkpoint {
     }
 
     /// A weight by name, checked against the expected shape.
-    pub fn weight(&self, name: &str, shape: &[usize]) -> Result<&Weight, ExportError> {
+    pub fn weight(&self, name: &str, shape: &[usize]) -> Result<&Weight, Error> {
         let w = self
             .weights
             .get(name)
-            .ok_or_else(|| ExportError::MissingWeight(name.into()))?;
+            .ok_or_else(|| Error::MissingWeight(name.into()))?;
         if w.shape != shape {
-            return Err(ExportError::BadShape {
+            return Err(Error::BadShape {
                 name: name.into(),
                 expected: shape.to_vec(),
                 found: w.shape.clone(),

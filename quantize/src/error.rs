@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Why a checkpoint could not be read, exported or quantized.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ExportError {
+pub enum Error {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -52,9 +52,9 @@ pub enum ExportError {
     },
 }
 
-impl ExportError {
+impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ExportError::Io {
+        Error::Io {
             path: path.into(),
             source,
         }

@@ -12,7 +12,7 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::ModelProto;
 
 use crate::checkpoint::{BertConfig, Checkpoint};
-use crate::error::ExportError;
+use crate::error::Error;
 use crate::onnx::{attr_float, attr_int, attr_ints, value_info, Dim, GraphBuilder};
 
 /// Added to attention scores of padding positions (as the original BERT): their softmax weight
@@ -20,13 +20,13 @@ use crate::onnx::{attr_float, attr_int, attr_ints, value_info, Dim, GraphBuilder
 pub const MASK_VALUE: f32 = -10000.0;
 
 /// Exports a checkpoint with a classification head to an ONNX model.
-pub fn export(ckpt: &Checkpoint) -> Result<ModelProto, ExportError> {
+pub fn export(ckpt: &Checkpoint) -> Result<ModelProto, Error> {
     let cfg = &ckpt.config;
     if !ckpt.has_classifier() {
-        return Err(ExportError::NoClassifier);
+        return Err(Error::NoClassifier);
     }
     if cfg.position_embedding_type != "absolute" {
-        return Err(ExportError::Unsupported(format!(
+        return Err(Error::Unsupported(format!(
             "position_embedding_type `{}` (edgebert exports absolute positions)",
             cfg.position_embedding_type
         )));
@@ -157,7 +157,7 @@ pub fn export(ckpt: &Checkpoint) -> Result<ModelProto, ExportError> {
 }
 
 /// Exports `dir` and writes an ONNX file, or a bundle when `out` ends in `.ebm`.
-pub fn export_to_file(dir: &Path, out: &Path, max_seq_len: usize) -> Result<(), ExportError> {
+pub fn export_to_file(dir: &Path, out: &Path, max_seq_len: usize) -> Result<(), Error> {
     let ckpt = Checkpoint::open(dir)?;
     let onnx = crate::onnx::encode(&export(&ckpt)?);
     let inputs = [
@@ -176,11 +176,7 @@ pub fn export_to_file(dir: &Path, out: &Path, max_seq_len: usize) -> Result<(), 
 }
 
 /// Packs an exported graph with the checkpoint's tokenizer and labels.
-pub fn bundle_for(
-    ckpt: &Checkpoint,
-    onnx: Vec<u8>,
-    max_seq_len: usize,
-) -> Result<Bundle, ExportError> {
+pub fn bundle_for(ckpt: &Checkpoint, onnx: Vec<u8>, max_seq_len: usize) -> Result<Bundle, Error> {
     let cfg = &ckpt.config;
     let n = ckpt
         .weights
@@ -214,12 +210,12 @@ enum Activation {
 }
 
 impl Activation {
-    fn parse(name: &str) -> Result<Activation, ExportError> {
+    fn parse(name: &str) -> Result<Activation, Error> {
         match name {
             "gelu" => Ok(Activation::GeluErf),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
             "relu" => Ok(Activation::Relu),
-            other => Err(ExportError::Unsupported(format!("hidden_act `{other}`"))),
+            other => Err(Error::Unsupported(format!("hidden_act `{other}`"))),
         }
     }
 }
@@ -231,7 +227,7 @@ struct Weights<'a> {
 }
 
 impl Weights<'_> {
-    fn table(&mut self, name: &str, rows: usize, cols: usize) -> Result<String, ExportError> {
+    fn table(&mut self, name: &str, rows: usize, cols: usize) -> Result<String, Error> {
         let t = self.ckpt.weight(name, &[rows, cols])?;
         Ok(self.g.f32(name, &[rows, cols], &t.data))
     }
@@ -244,7 +240,7 @@ impl Weights<'_> {
         node: &str,
         inp: usize,
         out: usize,
-    ) -> Result<String, ExportError> {
+    ) -> Result<String, Error> {
         let wname = format!("{name}.weight");
         let wt = self.ckpt.weight(&wname, &[out, inp])?;
         let mut transposed = vec![0f32; inp * out];
@@ -271,7 +267,7 @@ impl Weights<'_> {
         name: &str,
         node: &str,
         cfg: &BertConfig,
-    ) -> Result<String, ExportError> {
+    ) -> Result<String, Error> {
         let h = cfg.hidden_size;
         // Old checkpoints call the LayerNorm parameters gamma/beta.
         let pick = |a: &str, b: &str| {
@@ -305,7 +301,7 @@ impl Weights<'_> {
         layer: usize,
         cfg: &BertConfig,
         act: Activation,
-    ) -> Result<String, ExportError> {
+    ) -> Result<String, Error> {
         let (h, heads, dh, inter) = (
             cfg.hidden_size,
             cfg.num_attention_heads,
@@ -324,7 +320,7 @@ impl Weights<'_> {
             &[3],
             &[0, 0, h as i64],
         );
-        let heads_of = |this: &mut Self, part: &str, perm: &[i64]| -> Result<String, ExportError> {
+        let heads_of = |this: &mut Self, part: &str, perm: &[i64]| -> Result<String, Error> {
             let y = this.linear(
                 x,
                 &format!("{w}.attention.self.{part}"),

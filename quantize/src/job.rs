@@ -7,14 +7,14 @@ use edgebert_runtime::{Bundle, Classifier, ClassifierOptions, Metric, Quantizati
 
 use crate::data::{read_examples, Columns};
 use crate::dynamic::{quantize_dynamic, DynamicOptions, TensorReport};
-use crate::error::ExportError;
+use crate::error::Error;
 use crate::eval::{agreement, evaluate, Evaluation};
 use crate::onnx;
 
 /// A model to quantize: a bundle, or a plain ONNX graph (with what a bundle needs when the output
 /// is one).
 #[derive(Debug, Clone)]
-pub struct DynamicJob {
+pub struct QuantizeJob {
     pub input: PathBuf,
     pub output: PathBuf,
     /// Also write the plain int8 ONNX here.
@@ -69,7 +69,7 @@ impl EvalReport {
 
 /// What a quantization job did.
 #[derive(Debug, Clone)]
-pub struct DynamicSummary {
+pub struct QuantizeSummary {
     /// The f32 graph that was quantized (after pruning, when pruned).
     pub f32_bytes: usize,
     pub int8_bytes: usize,
@@ -90,7 +90,7 @@ pub struct DynamicSummary {
 /// At most this many texts are run through both graphs for the activation-level table.
 pub const ACTIVATION_TEXTS: usize = 200;
 
-impl DynamicSummary {
+impl QuantizeSummary {
     /// The per-tensor table as Markdown.
     pub fn markdown(&self) -> String {
         let mut s = String::from("| node | weight | shape | f32 bytes | int8 bytes | SQNR (dB) |\n|---|---|---|---|---|---|\n");
@@ -172,7 +172,7 @@ impl DynamicSummary {
     }
 }
 
-impl DynamicSummary {
+impl QuantizeSummary {
     /// Writes the per-tensor SQNR as a bar chart, `{stem}.png` and `{stem}.svg`.
     pub fn plot(&self, stem: &Path) -> Result<Vec<PathBuf>, crate::plot::PlotError> {
         let chart = crate::plot::Chart {
@@ -252,8 +252,8 @@ fn is_bundle(p: &Path) -> bool {
 /// Quantizes `job.input` dynamically and writes `job.output` (bundle or ONNX, by extension).
 /// The result is loaded by the runtime, and evaluated when asked, before anything is written;
 /// a model over the accuracy guard is not written at all.
-pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| ExportError::io(p, e));
+pub fn quantize_to_file(job: &QuantizeJob) -> Result<QuantizeSummary, Error> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
     // The f32 model as a bundle when we can make one (needed for a bundle output or evaluation).
     let f32_bundle = if is_bundle(&job.input) {
         Some(Bundle::read(&job.input)?)
@@ -278,7 +278,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
             (Some(pruned), Some(report))
         }
         (_, _, None) => {
-            return Err(ExportError::Usage(
+            return Err(Error::Usage(
                 "--prune-vocab and --trim-vocab need the tokenizer: give a bundle, or \
                  --tokenizer and --labels"
                     .into(),
@@ -286,7 +286,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
         }
     };
     let f32_onnx = match &source_bundle {
-        Some(b) => b.onnx.clone(),
+        Some(b) => b.graph.clone(),
         None => read(&job.input)?,
     };
     let proto = onnx::decode(&f32_onnx).map_err(|e| {
@@ -297,7 +297,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
     let auto = job.options.keep_f32.iter().any(|k| k == "auto");
     let max_drop = job.eval.as_ref().and_then(|e| e.max_drop);
     if auto && max_drop.is_none() {
-        return Err(ExportError::Usage(
+        return Err(Error::Usage(
             "--keep-f32 auto needs --eval DATA and --max-drop POINTS to know when to stop".into(),
         ));
     }
@@ -324,7 +324,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
             Some(r)
         }
         (Some(_), None) => {
-            return Err(ExportError::Usage(
+            return Err(Error::Usage(
                 "static quantization runs the model on text: give a bundle, or --tokenizer and --labels"
                     .into(),
             ))
@@ -347,7 +347,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
             None => quantize_dynamic(&proto, &options)?,
         };
         let int8_onnx = onnx::encode(&int8);
-        let mut summary = DynamicSummary {
+        let mut summary = QuantizeSummary {
             f32_bytes: f32_onnx.len(),
             int8_bytes: int8_onnx.len(),
             bundle_bytes: None,
@@ -362,7 +362,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
         let int8_bundle = match (&source_bundle, needs_bundle) {
             (Some(source), _) => {
                 let mut b = source.clone();
-                b.onnx = int8_onnx.clone();
+                b.graph = int8_onnx.clone();
                 let p = &mut b.manifest.provenance;
                 b.manifest.quantization = scheme.clone();
                 p.created_by = tool.into();
@@ -373,7 +373,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
                 Classifier::from_bundle(&b, ClassifierOptions::default())?;
                 Some(b)
             }
-            (None, true) => return Err(ExportError::Usage(
+            (None, true) => return Err(Error::Usage(
                 "an ONNX input needs --tokenizer and --labels to be written as a bundle or evaluated"
                     .into(),
             )),
@@ -411,7 +411,7 @@ pub fn dynamic_to_file(job: &DynamicJob) -> Result<DynamicSummary, ExportError> 
                         continue;
                     }
                     _ => {
-                        return Err(ExportError::AccuracyDrop {
+                        return Err(Error::AccuracyDrop {
                             f32: 100.0 * report.f32.accuracy,
                             int8: 100.0 * report.int8.accuracy,
                             drop,
@@ -488,7 +488,7 @@ fn write_onnx(
     source: &Option<Bundle>,
     prune: &Option<crate::prune::PruneReport>,
     inputs: &[&Path],
-) -> Result<(), ExportError> {
+) -> Result<(), Error> {
     edgebert_runtime::fsutil::write_atomic(path, onnx, inputs)?;
     if let (Some(b), Some(_)) = (source, prune) {
         let tokenizer = path.with_extension("tokenizer.json");
@@ -502,7 +502,7 @@ fn write_onnx(
 }
 
 /// Lines of a corpus: the `text` column of a CSV/TSV/JSON-lines file, else each line.
-fn read_corpus(path: &Path) -> Result<Vec<String>, ExportError> {
+fn read_corpus(path: &Path) -> Result<Vec<String>, Error> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     if matches!(ext, "csv" | "tsv" | "jsonl" | "json") {
         Ok(crate::data::read_table(path, &["text"])?
@@ -510,7 +510,7 @@ fn read_corpus(path: &Path) -> Result<Vec<String>, ExportError> {
             .filter_map(|r| r.fields.into_iter().next())
             .collect())
     } else {
-        let text = std::fs::read_to_string(path).map_err(|e| ExportError::io(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Ok(text.lines().map(String::from).collect())
     }
 }
@@ -526,7 +526,7 @@ pub struct Annotation {
 
 /// Copies a bundle to `output` with provenance and metrics added to its manifest (atomically,
 /// never over the input); the model itself is untouched.
-pub fn annotate(input: &Path, output: &Path, a: &Annotation) -> Result<(), ExportError> {
+pub fn annotate(input: &Path, output: &Path, a: &Annotation) -> Result<(), Error> {
     let mut b = Bundle::read(input)?;
     let p = &mut b.manifest.provenance;
     if a.teacher.is_some() {
@@ -537,7 +537,7 @@ pub fn annotate(input: &Path, output: &Path, a: &Annotation) -> Result<(), Expor
     }
     for (name, value) in &a.metrics {
         if !value.is_finite() {
-            return Err(ExportError::Usage(format!(
+            return Err(Error::Usage(format!(
                 "metric {name} = {value} is not a number"
             )));
         }
@@ -559,7 +559,7 @@ fn evaluate_bundle(
     bundle: &Bundle,
     examples: &[crate::data::Example],
     name: &str,
-) -> Result<Evaluation, ExportError> {
+) -> Result<Evaluation, Error> {
     let mut classifier = Classifier::from_bundle(bundle, ClassifierOptions::default())?;
     let bar = edgebert_runtime::progress::bar(examples.len() as u64, name);
     let e = evaluate(&mut classifier, examples, &bar)?;

@@ -18,5 +18,5 @@ pub mod plot;
 pub mod prune;
 
 pub use checkpoint::{BertConfig, Checkpoint};
-pub use error::ExportError;
+pub use error::Error;
 pub use export::{export, export_to_file};

@@ -17,7 +17,7 @@ use edgebert_runtime::Bundle;
 use serde_json::Value;
 use tract_onnx::pb::tensor_proto::DataType;
 
-use crate::error::ExportError;
+use crate::error::Error;
 use crate::onnx;
 
 /// What pruning did.
@@ -34,8 +34,8 @@ pub struct PruneReport {
     pub onnx_bytes_after: usize,
 }
 
-fn unsupported(m: impl Into<String>) -> ExportError {
-    ExportError::Unsupported(format!("vocabulary pruning: {}", m.into()))
+fn unsupported(m: impl Into<String>) -> Error {
+    Error::Unsupported(format!("vocabulary pruning: {}", m.into()))
 }
 
 /// Prunes an f32 bundle's vocabulary to what `corpus` uses, or, without a corpus, cuts only the
@@ -43,7 +43,7 @@ fn unsupported(m: impl Into<String>) -> ExportError {
 pub fn prune_vocab(
     bundle: &Bundle,
     corpus: Option<&[String]>,
-) -> Result<(Bundle, PruneReport), ExportError> {
+) -> Result<(Bundle, PruneReport), Error> {
     let mut tok: Value = serde_json::from_slice(&bundle.tokenizer_json)
         .map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
     if tok["model"]["type"] != "WordPiece" {
@@ -101,7 +101,7 @@ pub fn prune_vocab(
                 }
             }
             if lines == 0 {
-                return Err(ExportError::Usage("the pruning corpus has no text".into()));
+                return Err(Error::Usage("the pruning corpus has no text".into()));
             }
             Some(lines)
         }
@@ -155,7 +155,7 @@ pub fn prune_vocab(
     let tokenizer_json = serde_json::to_vec(&tok).expect("JSON serialises");
 
     // ONNX: the rows of the table gathered by input_ids.
-    let mut model = onnx::decode(&bundle.onnx).map_err(|e| unsupported(e.to_string()))?;
+    let mut model = onnx::decode(&bundle.graph).map_err(|e| unsupported(e.to_string()))?;
     let graph = model
         .graph
         .as_mut()
@@ -207,8 +207,8 @@ pub fn prune_vocab(
         unreachable: unreachable.len(),
         rows_before: rows,
         rows_after: keep.len(),
-        onnx_bytes_before: bundle.onnx.len(),
-        onnx_bytes_after: pruned.onnx.len(),
+        onnx_bytes_before: bundle.graph.len(),
+        onnx_bytes_after: pruned.graph.len(),
     };
     Ok((pruned, report))
 }
@@ -223,13 +223,13 @@ fn unreachable_pieces(
     vocab: &BTreeMap<String, u32>,
     prefix: &str,
     special: &BTreeSet<u32>,
-) -> Result<BTreeSet<u32>, ExportError> {
+) -> Result<BTreeSet<u32>, Error> {
     use tokenizers::{
         Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
     };
     let tk = Tokenizer::from_bytes(tokenizer_json)
         .map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
-    let one_word = |s: &str| -> Result<bool, ExportError> {
+    let one_word = |s: &str| -> Result<bool, Error> {
         let fail = |e: tokenizers::Error| unsupported(format!("tokenizer: {e}"));
         let mut pre = PreTokenizedString::from(s);
         if let Some(n) = tk.get_normalizer() {

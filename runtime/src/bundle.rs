@@ -54,7 +54,7 @@ pub struct Bundle {
     /// The HF `tokenizer.json`, as bytes.
     pub tokenizer_json: Vec<u8>,
     /// The graph, as bytes: ONNX protobuf, or a compiled graph ([`crate::engine::is_compiled`]).
-    pub onnx: Vec<u8>,
+    pub graph: Vec<u8>,
 }
 
 impl Bundle {
@@ -71,7 +71,7 @@ impl Bundle {
         Ok(Bundle {
             manifest: b.manifest,
             tokenizer_json: b.tokenizer_json.into_owned(),
-            onnx: b.onnx.to_vec(),
+            graph: b.graph.to_vec(),
         })
     }
 
@@ -101,7 +101,7 @@ impl Bundle {
         Ok(BundleRef {
             manifest,
             tokenizer_json,
-            onnx: sections.onnx,
+            graph: sections.graph,
         })
     }
 
@@ -126,17 +126,18 @@ impl Bundle {
         // strings and numbers into a growable Vec is neither.
         let manifest = postcard::to_allocvec(&self.manifest).expect("manifest serialises");
         let tokenizer = miniz_oxide::deflate::compress_to_vec(&self.tokenizer_json, 9);
-        let mut out =
-            Vec::with_capacity(HEADER_LEN + manifest.len() + tokenizer.len() + self.onnx.len() + 4);
+        let mut out = Vec::with_capacity(
+            HEADER_LEN + manifest.len() + tokenizer.len() + self.graph.len() + 4,
+        );
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&Bundle::version_for(&self.onnx).to_le_bytes());
+        out.extend_from_slice(&Bundle::version_for(&self.graph).to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
         out.extend_from_slice(&(tokenizer.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.onnx.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.graph.len() as u64).to_le_bytes());
         out.extend_from_slice(&manifest);
         out.extend_from_slice(&tokenizer);
-        out.extend_from_slice(&self.onnx);
+        out.extend_from_slice(&self.graph);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -155,7 +156,7 @@ impl Bundle {
 pub struct BundleRef<'a> {
     pub manifest: Manifest,
     pub tokenizer_json: Cow<'a, [u8]>,
-    pub onnx: &'a [u8],
+    pub graph: &'a [u8],
 }
 
 /// The three sections of a bundle, borrowed from its bytes.
@@ -163,7 +164,7 @@ struct Sections<'a> {
     version: u16,
     manifest: &'a [u8],
     tokenizer: &'a [u8],
-    onnx: &'a [u8],
+    graph: &'a [u8],
 }
 
 impl<'a> Sections<'a> {
@@ -219,12 +220,12 @@ impl<'a> Sections<'a> {
         let (m, t) = (manifest_len as usize, tokenizer_len as usize);
         let rest = &bytes[HEADER_LEN..bytes.len() - CHECKSUM_LEN];
         let (manifest, rest) = rest.split_at(m);
-        let (tokenizer, onnx) = rest.split_at(t);
+        let (tokenizer, graph) = rest.split_at(t);
         Ok(Sections {
             version,
             manifest,
             tokenizer,
-            onnx,
+            graph,
         })
     }
 }
@@ -260,7 +261,7 @@ mod tests {
                 },
             },
             tokenizer_json: b"{}".to_vec(),
-            onnx: vec![1, 2, 3, 4, 5],
+            graph: vec![1, 2, 3, 4, 5],
         }
     }
 
@@ -289,10 +290,10 @@ mod tests {
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
         out.extend_from_slice(&(b.tokenizer_json.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(b.onnx.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(b.graph.len() as u64).to_le_bytes());
         out.extend_from_slice(&manifest);
         out.extend_from_slice(&b.tokenizer_json);
-        out.extend_from_slice(&b.onnx);
+        out.extend_from_slice(&b.graph);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -368,7 +369,7 @@ mod tests {
             b.manifest.task = task;
             b.manifest.labels = labels;
             b.tokenizer_json = tok;
-            b.onnx = onnx;
+            b.graph = onnx;
             prop_assert_eq!(Bundle::from_bytes(&b.to_bytes()).unwrap(), b);
         }
     }

@@ -94,7 +94,7 @@ impl Classifier {
         let bytes = crate::fsutil::read(path.as_ref())?;
         let loaded = {
             let b = Bundle::parse(&bytes)?;
-            Classifier::load(b.manifest, &b.tokenizer_json, b.onnx, options)?
+            Classifier::load(b.manifest, &b.tokenizer_json, b.graph, options)?
         };
         // tract holds its own copy of the weights now: the file's bytes go before the first plan.
         drop(bytes);
@@ -105,7 +105,7 @@ impl Classifier {
     /// model first.
     pub fn from_bundle_bytes(bytes: &[u8], options: ClassifierOptions) -> Result<Classifier> {
         let b = Bundle::parse(bytes)?;
-        let loaded = Classifier::load(b.manifest, &b.tokenizer_json, b.onnx, options)?;
+        let loaded = Classifier::load(b.manifest, &b.tokenizer_json, b.graph, options)?;
         // Once tract holds the weights, the built-in model's pages are no longer needed.
         if crate::embedded_model().is_some_and(|e| std::ptr::eq(e, bytes)) {
             crate::release_embedded_model()
@@ -118,7 +118,7 @@ impl Classifier {
         Classifier::load(
             bundle.manifest.clone(),
             &bundle.tokenizer_json,
-            &bundle.onnx,
+            &bundle.graph,
             options,
         )?
         .prepared()
@@ -202,7 +202,7 @@ impl Classifier {
     /// returned: the compiled bundle loads, and answers texts of two length buckets with the
     /// same logits as `bundle` (within 1e-5).
     pub fn compile(bundle: &Bundle, options: ClassifierOptions) -> Result<Bundle> {
-        if crate::engine::is_compiled(&bundle.onnx) {
+        if crate::engine::is_compiled(&bundle.graph) {
             return Err(ModelError::AlreadyCompiled.into());
         }
         let mut original = Classifier::from_bundle(bundle, options)?;

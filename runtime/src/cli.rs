@@ -466,7 +466,7 @@ impl BundleSummary {
         let b = Bundle::parse(raw)?;
         Ok(BundleSummary {
             format_version: Bundle::version_of(raw).unwrap_or(0),
-            graph: if crate::engine::is_compiled(b.onnx) {
+            graph: if crate::engine::is_compiled(b.graph) {
                 "compiled"
             } else {
                 "onnx"
@@ -474,7 +474,7 @@ impl BundleSummary {
             bytes: BundleBytes {
                 total: raw.len(),
                 tokenizer: b.tokenizer_json.len(),
-                onnx: b.onnx.len(),
+                onnx: b.graph.len(),
             },
             manifest: b.manifest,
         })

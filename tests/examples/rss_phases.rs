@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
     status("bundle parsed");
     let enc = TextEncoder::from_json(&b.tokenizer_json, b.manifest.max_seq_len as usize)?;
     status("tokenizer");
-    let mut engine = Engine::load(b.onnx, 1)?;
+    let mut engine = Engine::load(b.graph, 1)?;
     status("engine loaded (decluttered)");
     drop(bytes);
     status("file bytes dropped");

@@ -1,7 +1,7 @@
 //! Bad input, at the library level: every case gets a typed error that says what is wrong,
 //! never a panic. (The CLI side, with exit codes, is in `cli.rs`.)
 
-use edgebert_quantize::{Checkpoint, ExportError};
+use edgebert_quantize::Checkpoint;
 use edgebert_runtime::{
     pack, Bundle, BundleError, Classifier, ClassifierOptions, Error, InputError, ModelError,
 };
@@ -287,7 +287,7 @@ fn a_bare_bert_model_is_refused_by_the_exporter() {
     let ckpt = Checkpoint::open(dir.path()).unwrap();
     assert_eq!(ckpt.prefix(), "");
     let err = edgebert_quantize::export(&ckpt).unwrap_err();
-    assert!(matches!(err, ExportError::NoClassifier));
+    assert!(matches!(err, edgebert_quantize::Error::NoClassifier));
     assert!(err.to_string().contains("no classification head"), "{err}");
 }
 
@@ -300,11 +300,14 @@ fn a_corrupt_checkpoint_is_refused_by_the_exporter() {
     )
     .unwrap();
     let err = Checkpoint::open(&m.checkpoint).unwrap_err();
-    assert!(matches!(err, ExportError::Safetensors { .. }), "{err}");
+    assert!(
+        matches!(err, edgebert_quantize::Error::Safetensors { .. }),
+        "{err}"
+    );
     std::fs::write(m.checkpoint.join("config.json"), b"{").unwrap();
     assert!(matches!(
         Checkpoint::open(&m.checkpoint),
-        Err(ExportError::Config { .. })
+        Err(edgebert_quantize::Error::Config { .. })
     ));
 }
 

@@ -39,7 +39,7 @@ fn a_compiled_bundle_answers_as_its_onnx_bundle() {
     let m = TinyModel::new();
     for (name, bundle) in bundles(&m) {
         let compiled = Classifier::compile(&bundle, opts()).unwrap();
-        assert!(!is_compiled(&bundle.onnx) && is_compiled(&compiled.onnx));
+        assert!(!is_compiled(&bundle.graph) && is_compiled(&compiled.graph));
         assert_eq!(compiled.manifest, bundle.manifest);
         assert_eq!(compiled.tokenizer_json, bundle.tokenizer_json);
         let bytes = compiled.to_bytes();
@@ -101,7 +101,7 @@ fn a_compiled_graph_keeps_the_tokenizer_check() {
 fn a_damaged_compiled_graph_is_a_typed_error() {
     let m = TinyModel::new();
     let compiled = Classifier::compile(&Bundle::read(&m.bundle).unwrap(), opts()).unwrap();
-    let graph = &compiled.onnx;
+    let graph = &compiled.graph;
     let text_at = graph
         .windows(9)
         .position(|w| w == b"version 1")
@@ -188,7 +188,7 @@ fn transposed_int8_weights_answer_as_tract_does_on_the_untouched_graph() {
     let m = TinyModel::new();
     let (_, int8) = bundles(&m).pop().unwrap();
     let compiled = Classifier::compile(&int8, opts()).unwrap();
-    let graph = tar_entry(&compiled.onnx, "graph.nnef");
+    let graph = tar_entry(&compiled.graph, "graph.nnef");
     let graph = String::from_utf8(graph).unwrap();
     let einsums: Vec<&str> = graph
         .lines()
@@ -276,7 +276,7 @@ fn a_compiled_graph_with_other_entries_loads_through_tracts_reader() {
     let m = TinyModel::new();
     let (_, int8) = bundles(&m).pop().unwrap();
     let compiled = Classifier::compile(&int8, opts()).unwrap();
-    let mut archive = tar::Archive::new(&compiled.onnx[..]);
+    let mut archive = tar::Archive::new(&compiled.graph[..]);
     let mut builder = tar::Builder::new(Vec::new());
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();

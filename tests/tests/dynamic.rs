@@ -190,8 +190,8 @@ fn a_graph_with_nothing_to_quantize_is_an_error() {
 mod guard {
     use super::*;
     use edgebert_quantize::data::Columns;
-    use edgebert_quantize::job::{dynamic_to_file, DynamicJob, EvalSpec};
-    use edgebert_quantize::ExportError;
+    use edgebert_quantize::job::{quantize_to_file, EvalSpec, QuantizeJob};
+
     use edgebert_runtime::Bundle;
 
     const WORDS: &[&str] = &[
@@ -215,8 +215,8 @@ mod guard {
         path
     }
 
-    fn job(m: &TinyModel, out: &str, max_drop: Option<f64>) -> DynamicJob {
-        DynamicJob {
+    fn job(m: &TinyModel, out: &str, max_drop: Option<f64>) -> QuantizeJob {
+        QuantizeJob {
             input: m.bundle.clone(),
             output: m.path(out),
             onnx_out: None,
@@ -238,7 +238,7 @@ mod guard {
     #[test]
     fn evaluation_is_recorded_in_the_bundle() {
         let m = TinyModel::new();
-        let summary = dynamic_to_file(&job(&m, "int8.ebm", Some(50.0))).unwrap();
+        let summary = quantize_to_file(&job(&m, "int8.ebm", Some(50.0))).unwrap();
         let e = summary.eval.unwrap();
         assert_eq!(e.f32.accuracy, 1.0);
         assert_eq!(e.f32.examples, 60);
@@ -269,9 +269,9 @@ mod guard {
     #[test]
     fn over_the_guard_nothing_is_written() {
         let m = TinyModel::new();
-        let err = dynamic_to_file(&job(&m, "int8.ebm", Some(-1.0))).unwrap_err();
+        let err = quantize_to_file(&job(&m, "int8.ebm", Some(-1.0))).unwrap_err();
         assert!(
-            matches!(err, ExportError::AccuracyDrop { max, .. } if max == -1.0),
+            matches!(err, edgebert_quantize::Error::AccuracyDrop { max, .. } if max == -1.0),
             "{err}"
         );
         assert!(!m.path("int8.ebm").exists());
@@ -303,7 +303,7 @@ mod guard {
         let m = TinyModel::new();
         let mut j = job(&m, "auto.ebm", Some(0.0));
         j.options.keep_f32 = vec!["auto".into()];
-        let summary = dynamic_to_file(&j).unwrap();
+        let summary = quantize_to_file(&j).unwrap();
         let e = summary.eval.as_ref().unwrap();
         assert!(e.drop_points() <= 0.0, "{}", e.drop_points());
         eprintln!("auto kept {:?}", summary.kept_f32);
@@ -320,14 +320,17 @@ mod guard {
         let mut j = job(&m, "never.ebm", Some(-1.0));
         j.options.keep_f32 = vec!["auto".into()];
         assert!(matches!(
-            dynamic_to_file(&j),
-            Err(ExportError::AccuracyDrop { .. })
+            quantize_to_file(&j),
+            Err(edgebert_quantize::Error::AccuracyDrop { .. })
         ));
         assert!(!m.path("never.ebm").exists());
         // Without a guard there is nothing to aim for.
         let mut j = job(&m, "x.ebm", None);
         j.options.keep_f32 = vec!["auto".into()];
-        assert!(matches!(dynamic_to_file(&j), Err(ExportError::Usage(_))));
+        assert!(matches!(
+            quantize_to_file(&j),
+            Err(edgebert_quantize::Error::Usage(_))
+        ));
     }
 
     #[test]
@@ -351,7 +354,7 @@ mod guard {
                 texts: texts.clone(),
                 method,
             });
-            let summary = dynamic_to_file(&j).unwrap();
+            let summary = quantize_to_file(&j).unwrap();
             let e = summary.eval.unwrap();
             assert!(e.agreement >= 0.9, "{method:?}: agreement {}", e.agreement);
             let b = Bundle::read(m.path("static.ebm")).unwrap();
@@ -361,7 +364,7 @@ mod guard {
                     method: method.name().into()
                 }
             );
-            let graph = decode(&b.onnx).unwrap().graph.unwrap();
+            let graph = decode(&b.graph).unwrap().graph.unwrap();
             let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
             assert!(ops.contains(&"QuantizeLinear") && ops.contains(&"MatMulInteger"));
             assert!(!ops.contains(&"DynamicQuantizeLinear"), "{ops:?}");
@@ -377,8 +380,11 @@ mod guard {
                 texts: m.path(name),
                 method: Method::Minmax,
             });
-            let err = dynamic_to_file(&j).unwrap_err();
-            assert!(matches!(err, ExportError::Usage(_)), "{name}: {err}");
+            let err = quantize_to_file(&j).unwrap_err();
+            assert!(
+                matches!(err, edgebert_quantize::Error::Usage(_)),
+                "{name}: {err}"
+            );
             assert!(!m.path("bad-static.ebm").exists());
         }
     }
@@ -388,7 +394,7 @@ mod guard {
         use edgebert_quantize::activation::activation_errors;
         let m = TinyModel::new();
         let j = job(&m, "int8.ebm", None);
-        let summary = dynamic_to_file(&j).unwrap();
+        let summary = quantize_to_file(&j).unwrap();
         // One row per quantized node, in the same order, and the logits last.
         assert_eq!(summary.activations.len(), summary.tensors.len() + 1);
         assert_eq!(summary.activation_texts, 60);
@@ -436,7 +442,7 @@ mod guard {
             .collect();
         let same = activation_errors(
             &b,
-            &b.onnx,
+            &b.graph,
             &nodes,
             &texts,
             &indicatif::ProgressBar::hidden(),
@@ -471,7 +477,7 @@ mod guard {
         std::fs::write(&data, "text,label\ngood movie,fresh\n").unwrap();
         let mut j = job(&m, "int8.ebm", None);
         j.eval.as_mut().unwrap().data = data;
-        let err = dynamic_to_file(&j).unwrap_err();
+        let err = quantize_to_file(&j).unwrap_err();
         assert!(
             err.to_string()
                 .contains("`fresh` is not one of the model's labels"),

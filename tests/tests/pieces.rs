@@ -32,10 +32,10 @@ fn logits(
 fn same_answers_in_pieces(name: &str, bundle: &Bundle, lens: &[usize]) {
     let enc = TextEncoder::from_json(&bundle.tokenizer_json, bundle.manifest.max_seq_len as usize)
         .unwrap();
-    let whole = logits(&bundle.onnx, &enc, 1, 1, lens);
+    let whole = logits(&bundle.graph, &enc, 1, 1, lens);
     assert!(whole.iter().flatten().all(|x| x.is_finite()));
     for pieces in 2..=4 {
-        let cut = logits(&bundle.onnx, &enc, 1, pieces, lens);
+        let cut = logits(&bundle.graph, &enc, 1, pieces, lens);
         assert_eq!(cut, whole, "{name}: {pieces} pieces answer differently");
     }
 }
@@ -70,10 +70,10 @@ fn the_built_in_model_answers_the_same_on_several_threads() {
     let bundle = Bundle::from_bytes(bytes).unwrap();
     let enc = TextEncoder::from_json(&bundle.tokenizer_json, 128).unwrap();
     let lens = [32, 128];
-    let one = logits(&bundle.onnx, &enc, 1, 1, &lens);
+    let one = logits(&bundle.graph, &enc, 1, 1, &lens);
     for threads in [2, 4] {
         for pieces in [1, 2] {
-            let mut engine = Engine::load_in_pieces(&bundle.onnx, threads, pieces).unwrap();
+            let mut engine = Engine::load_in_pieces(&bundle.graph, threads, pieces).unwrap();
             for round in 0..20 {
                 let got = [16, 32, 128].map(|len| {
                     let texts = if len == 16 { &TEXTS[..1] } else { TEXTS };
@@ -96,13 +96,13 @@ fn more_pieces_than_operators_still_answer() {
     let m = TinyModel::new();
     let bundle = Bundle::read(&m.bundle).unwrap();
     let enc = TextEncoder::from_json(&bundle.tokenizer_json, 64).unwrap();
-    let mut many = Engine::load_in_pieces(&bundle.onnx, 1, 10_000).unwrap();
+    let mut many = Engine::load_in_pieces(&bundle.graph, 1, 10_000).unwrap();
     assert!(
         many.pieces() >= 2 && many.pieces() < 10_000,
         "{}",
         many.pieces()
     );
-    let mut one = Engine::load_in_pieces(&bundle.onnx, 1, 1).unwrap();
+    let mut one = Engine::load_in_pieces(&bundle.graph, 1, 1).unwrap();
     let batch = enc.batch(TEXTS, 32).unwrap();
     assert_eq!(many.run(&batch).unwrap(), one.run(&batch).unwrap());
 }

@@ -2,7 +2,7 @@
 //! inside the kept vocabulary get exactly the same logits, other texts still run; trimming cuts
 //! exactly the pieces the tokenizer can never produce and changes no text's logits.
 
-use edgebert_quantize::job::{dynamic_to_file, DynamicJob};
+use edgebert_quantize::job::{quantize_to_file, QuantizeJob};
 use edgebert_quantize::prune::prune_vocab;
 use edgebert_runtime::{Bundle, Classifier, ClassifierOptions};
 use edgebert_tests::{TinyModel, TinySpec};
@@ -51,7 +51,7 @@ fn pruning_keeps_the_logits_of_covered_texts_and_shrinks_the_table() {
 
     // Pruning an int8 (already quantized) table is refused with a reason.
     let (int8, _) = edgebert_quantize::dynamic::quantize_dynamic(
-        &edgebert_quantize::onnx::decode(&bundle.onnx).unwrap(),
+        &edgebert_quantize::onnx::decode(&bundle.graph).unwrap(),
         &Default::default(),
     )
     .unwrap();
@@ -131,7 +131,7 @@ fn trimming_cuts_exactly_the_pieces_the_tokenizer_cannot_produce() {
 #[test]
 fn trimming_through_the_job_writes_the_renumbered_tokenizer_beside_a_plain_onnx() {
     let m = trim_model();
-    let job = DynamicJob {
+    let job = QuantizeJob {
         input: m.bundle.clone(),
         output: m.path("trimmed.ebm"),
         onnx_out: Some(m.path("trimmed.onnx")),
@@ -144,7 +144,7 @@ fn trimming_through_the_job_writes_the_renumbered_tokenizer_beside_a_plain_onnx(
         trim_vocab: true,
         calibration: None,
     };
-    let summary = dynamic_to_file(&job).unwrap();
+    let summary = quantize_to_file(&job).unwrap();
     let text = summary.markdown();
     assert!(
         text.contains("trimmed (every text tokenizes as before)"),

@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use edgebert_quantize::calibrate::Method;
 use edgebert_quantize::data::Columns;
 use edgebert_quantize::dynamic::DynamicOptions;
-use edgebert_quantize::job::{dynamic_to_file, Annotation, Calibration, DynamicJob, EvalSpec};
-use edgebert_quantize::ExportError;
+use edgebert_quantize::job::{quantize_to_file, Annotation, Calibration, EvalSpec, QuantizeJob};
+
 use edgebert_runtime::cli::LabelSource;
 use edgebert_runtime::cli::{exit, exit_code, parse_args};
 
@@ -183,10 +183,12 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(match &e {
-                ExportError::Runtime(inner) => exit_code(inner),
-                ExportError::Usage(_) => exit::USAGE,
-                ExportError::AccuracyDrop { .. } => ACCURACY_GUARD,
-                ExportError::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => {
+                edgebert_quantize::Error::Runtime(inner) => exit_code(inner),
+                edgebert_quantize::Error::Usage(_) => exit::USAGE,
+                edgebert_quantize::Error::AccuracyDrop { .. } => ACCURACY_GUARD,
+                edgebert_quantize::Error::Io { source, .. }
+                    if source.kind() != std::io::ErrorKind::NotFound =>
+                {
                     exit::FAILURE
                 }
                 _ => exit::BAD_INPUT,
@@ -196,7 +198,7 @@ fn main() -> ExitCode {
 }
 
 impl QuantizeArgs {
-    fn run(self, calibration: Option<Calibration>) -> Result<PathBuf, ExportError> {
+    fn run(self, calibration: Option<Calibration>) -> Result<PathBuf, edgebert_quantize::Error> {
         let options = DynamicOptions {
             keep_f32: self.keep_f32,
             keep_embeddings_f32: self.keep_embeddings_f32,
@@ -209,7 +211,7 @@ impl QuantizeArgs {
             },
             max_drop: self.max_drop,
         });
-        let job = DynamicJob {
+        let job = QuantizeJob {
             input: self.input,
             output: self.output,
             onnx_out: self.onnx_out,
@@ -227,14 +229,14 @@ impl QuantizeArgs {
 }
 
 fn quantize(
-    mut job: DynamicJob,
+    mut job: QuantizeJob,
     labels: Option<String>,
     report: Option<PathBuf>,
-) -> Result<PathBuf, ExportError> {
+) -> Result<PathBuf, edgebert_quantize::Error> {
     if let Some(labels) = labels {
         job.labels = Some(LabelSource::parse(&labels).resolve()?);
     }
-    let summary = dynamic_to_file(&job)?;
+    let summary = quantize_to_file(&job)?;
     let table = summary.markdown();
     print!("{table}");
     if let Some(path) = report {
@@ -243,7 +245,7 @@ fn quantize(
         // The chart sits next to the report: quantization.md → quantization.png / .svg.
         let plots = summary
             .plot(&path.with_extension(""))
-            .map_err(|e| ExportError::Usage(e.to_string()))?;
+            .map_err(|e| edgebert_quantize::Error::Usage(e.to_string()))?;
         eprintln!("wrote {}", path.display());
         for p in plots {
             eprintln!("wrote {}", p.display());

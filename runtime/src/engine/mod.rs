@@ -358,7 +358,7 @@ mod tests {
     #[test]
     fn fusing_the_dequantization_changes_no_bit() {
         let bundle = crate::bundle::Bundle::parse(crate::EMBEDDED_MODEL).unwrap();
-        let loaded = load_compiled(bundle.onnx).unwrap();
+        let loaded = load_compiled(bundle.graph).unwrap();
         for len in [16usize, 37] {
             let concrete = one_text(&loaded, len);
             let casts_i32 = |m: &TypedModel| {
@@ -449,7 +449,7 @@ mod tests {
     #[test]
     fn fusing_the_layer_norms_keeps_the_answers() {
         let bundle = crate::bundle::Bundle::parse(crate::EMBEDDED_MODEL).unwrap();
-        let loaded = load_compiled(bundle.onnx).unwrap();
+        let loaded = load_compiled(bundle.graph).unwrap();
         // The engine fuses the symbolic graph (before cutting it into pieces): all of it fuses
         // there too.
         let mut symbolic = loaded.decluttered.clone();
@@ -510,7 +510,7 @@ mod tests {
     fn fusing_the_int8_products_changes_no_bit() {
         use tract_linalg::multithread::{multithread_tract_scope, Executor};
         let bundle = crate::bundle::Bundle::parse(crate::EMBEDDED_MODEL).unwrap();
-        let loaded = load_compiled(bundle.onnx).unwrap();
+        let loaded = load_compiled(bundle.graph).unwrap();
         for len in [16usize, 37] {
             let mut plain = one_text(&loaded, len);
             let products = crate::rewrite::fuse_dequantize_bias(&mut plain).unwrap();
@@ -563,7 +563,7 @@ mod tests {
     fn fusing_the_attention_keeps_the_answers() {
         use tract_linalg::multithread::{multithread_tract_scope, Executor};
         let bundle = crate::bundle::Bundle::parse(crate::EMBEDDED_MODEL).unwrap();
-        let loaded = load_compiled(bundle.onnx).unwrap();
+        let loaded = load_compiled(bundle.graph).unwrap();
         let mut symbolic = loaded.decluttered.clone();
         crate::rewrite::fuse_dequantize_bias(&mut symbolic).unwrap();
         let count = crate::rewrite::fuse_attention(&mut symbolic).unwrap();
