@@ -9,6 +9,15 @@ use edgebert_runtime::{embedded_model, Bundle, Classifier, ClassifierOptions};
 use edgebert_tests::REVIEW_TEXTS as TEXTS;
 use edgebert_tests::{int8_bundle, TinyModel};
 
+/// The tests of this file one at a time: each optimises plans on every core, and the threaded one
+/// keeps up to four workers spinning through its runs (`pool::run_hot`); side by side on CI's two
+/// cores they only take turns at the cores, and spinning workers make the turns slow.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Logits of the first text at length 16 and of all texts at each length (≥ 32), from an engine
 /// cut in `pieces` that runs on `threads`.
 fn logits(
@@ -42,6 +51,7 @@ fn same_answers_in_pieces(name: &str, bundle: &Bundle, lens: &[usize]) {
 
 #[test]
 fn tiny_models_answer_the_same_in_pieces() {
+    let _serial = one_at_a_time();
     let m = TinyModel::new();
     let f32_bundle = Bundle::read(&m.bundle).unwrap();
     let opts = ClassifierOptions::default();
@@ -55,6 +65,7 @@ fn tiny_models_answer_the_same_in_pieces() {
 
 #[test]
 fn the_built_in_model_answers_the_same_in_pieces() {
+    let _serial = one_at_a_time();
     let bytes = embedded_model().expect("built with the default model");
     let bundle = Bundle::from_bytes(bytes).unwrap();
     same_answers_in_pieces("built-in", &bundle, &[32, 128]);
@@ -62,6 +73,7 @@ fn the_built_in_model_answers_the_same_in_pieces() {
 
 #[test]
 fn the_built_in_model_answers_the_same_on_several_threads() {
+    let _serial = one_at_a_time();
     // On several threads the plan runs on a worker of the engine's pool with the others kept
     // awake (runtime/src/pool.rs) and tract splits products, chains and softmax between them by
     // rows and tiles, never inside a sum: the answers are the single thread's to the bit. Many
@@ -91,6 +103,7 @@ fn the_built_in_model_answers_the_same_on_several_threads() {
 
 #[test]
 fn more_pieces_than_operators_still_answer() {
+    let _serial = one_at_a_time();
     // Asking for more pieces than the graph has operators cuts it at most between every two;
     // the engine reports how many pieces it made, and they answer as the whole.
     let m = TinyModel::new();
