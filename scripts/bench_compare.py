@@ -234,6 +234,20 @@ def report_only():
     return 0
 
 
+def cpu_family():
+    """The CPU and what decides the x86 kernels (AVX-512 VNNI, AVX2), as /proc/cpuinfo says."""
+    import platform
+
+    try:
+        info = open("/proc/cpuinfo").read().splitlines()
+    except OSError:
+        return platform.machine()
+    flags = next((l for l in info if l.startswith("flags")), "").split()
+    model = next((l.split(":", 1)[1].strip() for l in info if l.startswith("model name")), "")
+    isa = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX2, no AVX-512" if "avx2" in flags else ""
+    return f"{platform.machine()} {model} ({isa})" if isa else f"{platform.machine()} {model}"
+
+
 def write_report(cell, sizes, agreement, cold_ms, rss_mib, ort_cold_ms, bundle_bytes, n_texts, date=None):
     import platform
 
@@ -243,7 +257,7 @@ def write_report(cell, sizes, agreement, cold_ms, rss_mib, ort_cold_ms, bundle_b
     import matplotlib.pyplot as plt
 
     lines = ["# Benchmarks: edgebert vs onnxruntime", "",
-             f"Measured by `scripts/bench-compare` on {platform.machine()} ({os.cpu_count()} cores), "
+             f"Measured by `scripts/bench-compare` on {cpu_family()} ({os.cpu_count()} cores), "
              f"{date or time.strftime('%Y-%m-%d')}: onnxruntime {ort.__version__}, edgebert release build. Batch 1, "
              f"median ms of {ROUNDS} rounds × {ITERATIONS} runs, every engine in turn in each round. "
              "Ratios are to edgebert int8 in the same row group (>1: slower than edgebert int8). "

@@ -290,7 +290,10 @@ fn fine_tuning_then_distillation_learn_a_separable_task() {
         edgebert_distill::train::read_metrics(&teacher_dir.join("metrics.jsonl")).unwrap();
     let losses: Vec<f64> = records
         .iter()
-        .filter_map(|r| r.get("loss")?.as_f64())
+        .filter_map(|r| match r {
+            edgebert_distill::train::MetricRecord::Step { loss, .. } => Some(*loss),
+            _ => None,
+        })
         .collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (first, last) = (mean(&losses[..4]), mean(&losses[losses.len() - 4..]));

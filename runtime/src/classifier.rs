@@ -209,7 +209,7 @@ impl Classifier {
         let compiled_bundle = Bundle {
             manifest: bundle.manifest.clone(),
             tokenizer_json: bundle.tokenizer_json.clone(),
-            onnx: original.engine.compile()?,
+            graph: original.engine.compile()?,
         };
         let mut compiled = Classifier::from_bundle(&compiled_bundle, options)?;
         let long = "a film of many small pleasures and one long, tiresome middle act. ".repeat(8);
@@ -467,7 +467,7 @@ pub fn pack(
     Ok(Bundle {
         manifest,
         tokenizer_json,
-        onnx,
+        graph: onnx,
     })
 }
 

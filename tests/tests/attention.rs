@@ -1,4 +1,5 @@
-//! The runtime's fused attention (`Attention (edgebert)`, on CPUs with AVX-512) against tract's
+//! The runtime's fused attention (`Attention (edgebert)`, on x86_64 CPUs with AVX-512 or AVX2 +
+//! FMA) against tract's
 //! own operators (`EDGEBERT_ATTENTION=off`), through the binary, on a tiny model in both forms
 //! tract leaves the graph in (analysed from ONNX, and read back from a compiled bundle).
 
@@ -33,19 +34,17 @@ fn operators(attention: &str, bundle: &Path) -> Vec<Vec<String>> {
     profiled_operators(&[("EDGEBERT_ATTENTION", attention)], Some(bundle), "16,40")
 }
 
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
+/// Whether this CPU runs the runtime's attention kernel (else the test says it was skipped).
+fn ours_here() -> bool {
+    let here = edgebert_runtime::kernels::attention::available();
+    if !here {
+        edgebert_tests::skipped("the fused attention: no attention kernel of ours on this CPU");
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    here
 }
 
 /// Heads of 16 columns (the kernel takes multiples of 16), the model quantized to int8 as the
-/// shipped one: fused where the CPU has AVX-512, in both graph forms, with the same answers as
+/// shipped one: fused where the CPU has AVX-512 or AVX2 + FMA, in both graph forms, with the same answers as
 /// tract's within float rounding.
 #[test]
 fn fused_attention_keeps_the_answers() {
@@ -69,6 +68,7 @@ fn fused_attention_keeps_the_answers() {
             compiled.to_str().unwrap(),
         ],
     );
+    let ours = ours_here();
     for bundle in [&int8_path, &compiled] {
         let (on, off) = (probabilities("on", bundle), probabilities("off", bundle));
         for (a, b) in on.iter().zip(&off) {
@@ -80,7 +80,7 @@ fn fused_attention_keeps_the_answers() {
         }
         for ops in operators("on", bundle) {
             let fused = ops.iter().any(|o| o == "Attention (edgebert)");
-            assert_eq!(fused, avx512(), "{}: {ops:?}", bundle.display());
+            assert_eq!(fused, ours, "{}: {ops:?}", bundle.display());
             assert_eq!(ops.iter().any(|o| o == "Softmax"), !fused, "{ops:?}");
         }
     }

@@ -387,8 +387,8 @@ fn a_bundle_in_memory_loads_without_a_copy_and_is_checked_like_a_file() {
     }
     let view = Bundle::parse(&bytes).unwrap();
     assert_eq!(
-        view.onnx.as_ptr_range().start,
-        bytes[bytes.len() - 4 - view.onnx.len()..].as_ptr()
+        view.graph.as_ptr_range().start,
+        bytes[bytes.len() - 4 - view.graph.len()..].as_ptr()
     );
     let mut flipped = bytes.clone();
     flipped[bytes.len() / 2] ^= 1;

@@ -118,7 +118,7 @@ fn a_damaged_compiled_graph_is_a_typed_error() {
     for (what, bytes) in cases {
         assert!(is_compiled(&bytes), "{what}");
         let bundle = Bundle {
-            onnx: bytes,
+            graph: bytes,
             ..compiled.clone()
         };
         let err = Classifier::from_bundle_bytes(&bundle.to_bytes(), opts()).unwrap_err();
@@ -201,7 +201,7 @@ fn transposed_int8_weights_answer_as_tract_does_on_the_untouched_graph() {
 
     let mut ours = Classifier::from_bundle(&int8, opts()).unwrap();
     let model = tract_onnx::onnx()
-        .model_for_read(&mut &int8.onnx[..])
+        .model_for_read(&mut &int8.graph[..])
         .unwrap();
     // As `Engine` loads it (symbolic batch and sequence, typed, decluttered), less the transposition.
     let mut model = model;
@@ -293,10 +293,10 @@ fn a_compiled_graph_with_other_entries_loads_through_tracts_reader() {
     header.set_cksum();
     builder.append(&header, &note[..]).unwrap();
     let extended = Bundle {
-        onnx: builder.into_inner().unwrap(),
+        graph: builder.into_inner().unwrap(),
         ..compiled.clone()
     };
-    assert!(is_compiled(&extended.onnx));
+    assert!(is_compiled(&extended.graph));
     let mut a = Classifier::from_bundle(&compiled, opts()).unwrap();
     let mut b = Classifier::from_bundle(&extended, opts()).unwrap();
     for text in TEXTS {

@@ -56,7 +56,7 @@ fn pruning_keeps_the_logits_of_covered_texts_and_shrinks_the_table() {
     )
     .unwrap();
     let mut q = bundle.clone();
-    q.onnx = edgebert_quantize::onnx::encode(&int8);
+    q.graph = edgebert_quantize::onnx::encode(&int8);
     let err = prune_vocab(&q, Some(&corpus)).unwrap_err().to_string();
     assert!(err.contains("prune before quantizing"), "{err}");
     // A corpus without text.

@@ -5,7 +5,8 @@ use tract_onnx::tract_hir::internal::*;
 
 use crate::kernels::elementwise::{dequantize_bias, gelu_finish, gelu_scale};
 
-/// `y = f32(acc) · scale + bias [+ residual]`, `scale` and `bias` along the last axis: what
+/// `y = f32(acc) · scale + bias [+ residual]`, `scale` along the last axis or one for all, `bias`
+/// along the last axis: what
 /// follows each int8 matrix product in the graph the quantizer writes (the i32 sums cast to f32,
 /// times the activation's scale times each column's weight scale, then the layer's bias, and
 /// after the attention output and the second feed-forward product the residual stream), in one
@@ -56,8 +57,8 @@ impl EvalOp for DequantizeBias {
             bias.try_as_plain_ram()?.as_slice::<f32>()?,
         );
         ensure!(
-            scale.len() == n && bias.len() == n && n > 0,
-            "DequantizeBias: scale and bias must have the product's {n} columns"
+            (scale.len() == n || scale.len() == 1) && bias.len() == n && n > 0,
+            "DequantizeBias: scale (one, or per column) and bias must have the product's {n} columns"
         );
         let mut out = unsafe { Tensor::uninitialized_dt(f32::datum_type(), acc.shape())? };
         let acc = acc.try_as_plain_ram()?;
@@ -74,7 +75,8 @@ impl EvalOp for DequantizeBias {
 /// The dequantization after an int8 product, shared by [`DequantizeBias`] and [`QuantLinear`]:
 /// `sum · scale + bias (+ residual)`, then tract's exact GELU when asked, row by row.
 pub(crate) struct Finish<'a> {
-    scale: &'a [f32],
+    /// One per column (a per-tensor scale is repeated for each).
+    scale: std::borrow::Cow<'a, [f32]>,
     bias: &'a [f32],
     /// tract's erf kernel and one row of scratch, with GELU.
     gelu: Option<(
@@ -84,7 +86,12 @@ pub(crate) struct Finish<'a> {
 }
 
 impl<'a> Finish<'a> {
+    /// `scale`: one per column, or one for all (a per-tensor weight scale); `bias`: one per column.
     pub(crate) fn new(scale: &'a [f32], bias: &'a [f32], gelu: bool) -> TractResult<Finish<'a>> {
+        let scale = match scale {
+            [one] => std::borrow::Cow::Owned(vec![*one; bias.len()]),
+            _ => std::borrow::Cow::Borrowed(scale),
+        };
         let gelu = if gelu {
             Some((
                 tract_linalg::routines::Func::Erf.ew_f32()?,
@@ -107,12 +114,12 @@ impl<'a> Finish<'a> {
     ) -> TractResult<()> {
         let n = self.scale.len();
         if stride == n && self.gelu.is_none() {
-            dequantize_bias(sums, self.scale, self.bias, residual, ys);
+            dequantize_bias(sums, &self.scale, self.bias, residual, ys);
             return Ok(());
         }
         for (row, (a, y)) in sums.chunks(stride).zip(ys.chunks_exact_mut(n)).enumerate() {
             let r = residual.get(row * n..(row + 1) * n).unwrap_or(&[]);
-            dequantize_bias(&a[..n], self.scale, self.bias, r, y);
+            dequantize_bias(&a[..n], &self.scale, self.bias, r, y);
             if let Some((erf, erfs)) = &mut self.gelu {
                 gelu_scale(y, erfs);
                 erf.run(erfs)?;

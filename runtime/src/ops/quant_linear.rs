@@ -57,8 +57,8 @@ impl EvalOp for QuantLinear {
             bias.try_as_plain_ram()?.as_slice::<f32>()?,
         );
         ensure!(
-            scale.len() == n && bias.len() == n,
-            "QuantLinear: scale and bias must have the product's {n} columns"
+            (scale.len() == n || scale.len() == 1) && bias.len() == n,
+            "QuantLinear: scale (one, or per column) and bias must have the product's {n} columns"
         );
         let residual = match inputs.get(4) {
             Some(r) => {

@@ -7,8 +7,8 @@ use super::{next_bin, per_column, sole_reader};
 use crate::ops::DequantizeBias;
 
 /// Replaces each `Cast(i32 → f32) → Mul(scale) → Add(bias)`, and the `Add` of a value of the same
-/// shape (the residual) after it if there is one, of `model` whose scale and bias vary only along
-/// the last axis (and whose middle values nothing else reads) by one [`DequantizeBias`]; returns
+/// shape (the residual) after it if there is one, of `model` whose scale (one value, or one per
+/// column) and bias vary only along the last axis (and whose middle values nothing else reads) by one [`DequantizeBias`]; returns
 /// how many.
 pub fn fuse_dequantize_bias(model: &mut TypedModel) -> TractResult<usize> {
     use tract_onnx::tract_core::ops::cast::Cast;
@@ -41,7 +41,13 @@ pub fn fuse_dequantize_bias(model: &mut TypedModel) -> TractResult<usize> {
                 .outlet_fact(outlet)
                 .is_ok_and(|f| f.shape == acc.shape && f.datum_type == f32::datum_type())
         };
-        if per_column(model.outlet_fact(scale)?)
+        // A per-tensor weight scale (onnxruntime's `quantize_dynamic` default) makes the scale
+        // one value for all columns.
+        let scale_fact = model.outlet_fact(scale)?;
+        let one_value = scale_fact.datum_type == f32::datum_type()
+            && scale_fact.rank() <= acc.rank()
+            && scale_fact.shape.iter().all(|d| d.is_one());
+        if (per_column(scale_fact) || one_value)
             && per_column(model.outlet_fact(bias)?)
             && same_shape(OutletId::new(mul, 0))
             && same_shape(OutletId::new(add, 0))
@@ -122,16 +128,25 @@ mod tests {
         let bias = uniform(n, 2.0, -1.0);
         let residual = uniform(rows * n, 6.0, -3.0);
 
-        for (with_residual, with_gelu) in
-            [(false, false), (true, false), (false, true), (true, true)]
-        {
+        // The last case: one scale for all columns (a per-tensor weight scale).
+        for (with_residual, with_gelu, per_tensor) in [
+            (false, false, false),
+            (true, false, false),
+            (false, true, false),
+            (true, true, false),
+            (true, false, true),
+        ] {
             let mut model = TypedModel::default();
             let x = model.add_source("acc", i32::fact([1, rows, n])).unwrap();
             let r = model
                 .add_source("residual", f32::fact([1, rows, n]))
                 .unwrap();
             let column = |v: &[f32]| tensor1(v).into_shape(&[1, 1, n]).unwrap();
-            let s = model.add_const("scale", column(&scale)).unwrap();
+            let s = if per_tensor {
+                model.add_const("scale", tensor3(&[[[scale[0]]]])).unwrap()
+            } else {
+                model.add_const("scale", column(&scale)).unwrap()
+            };
             let b = model.add_const("bias", column(&bias)).unwrap();
             let c = model
                 .wire_node("cast", cast(f32::datum_type()), &[x])
@@ -183,9 +198,9 @@ mod tests {
             assert_eq!(
                 run(fused),
                 run(model),
-                "residual: {with_residual}, gelu: {with_gelu}"
+                "residual: {with_residual}, gelu: {with_gelu}, per tensor: {per_tensor}"
             );
-            if with_gelu {
+            if with_gelu || per_tensor {
                 continue;
             }
 
