@@ -75,7 +75,7 @@ fn the_built_in_model_answers_the_same_in_pieces() {
 fn the_built_in_model_answers_the_same_on_several_threads() {
     let _serial = one_at_a_time();
     // On several threads the plan runs on a worker of the engine's pool with the others kept
-    // awake (runtime/src/pool.rs) and tract splits products, chains and softmax between them by
+    // awake (runtime/src/engine/pool.rs) and tract splits products, chains and softmax between them by
     // rows and tiles, never inside a sum: the answers are the single thread's to the bit. Many
     // runs back to back, because a pool that could deadlock would do it between two of them.
     let bytes = embedded_model().expect("built with the default model");
