@@ -214,7 +214,7 @@ pub fn products(
     let start = w.start(a0);
     let n_pad = w.n_pad();
     let mut sums = vec![0i32; mr * n_pad];
-    let mut widened = Vec::new();
+    let mut widened: Vec<i16> = Vec::new();
     // Blocks of equal size (within one row): 16 rows are two blocks of 8, not 12 + 4, whose
     // 4-row tiles would stream the same weights for a third of the work.
     let blocks = rows.div_ceil(mr);
