@@ -164,9 +164,11 @@ def time_edgebert(edgebert, bundle):
     return {x["tokens"]: x["p50_ms"] for x in json.loads(p.stdout)["lengths"]}
 
 
-def main(work, edgebert, bundle, docs):
+def prepare(work, edgebert, bundle):
+    """WORK/{int8,f32,ort-int8}.onnx, WORK/tokenizer.json and WORK/f32.ebm from BUNDLE (the module
+    doc says what each is); returns (onnx paths by name, f32 bundle, tokenizer path, labels, max
+    length). Also used by scripts/arm_bench.py."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from tokenizers import Tokenizer
 
     os.makedirs(work, exist_ok=True)
     graph, tok_json = unbundle(bundle)
@@ -186,6 +188,30 @@ def main(work, edgebert, bundle, docs):
     subprocess.run([edgebert, "pack", "--model", paths["f32"], "--tokenizer", tok_path, "--labels",
                     ",".join(labels), "--max-len", str(max_len), "-o", f32_bundle], check=True,
                    capture_output=True)
+    return paths, f32_bundle, tok_path, labels, max_len
+
+
+def write_section(docs, family, section):
+    """Puts `section` between the `<!-- builtin:FAMILY -->` markers of DOCS/BENCHMARKS.md (appended
+    if absent; scripts/bench_compare.py keeps such sections), written atomically."""
+    os.makedirs(docs, exist_ok=True)
+    report = os.path.join(docs, "BENCHMARKS.md")
+    text = open(report, encoding="utf-8").read() if os.path.exists(report) else "# Benchmarks\n"
+    begin, end = f"<!-- builtin:{family} -->", f"<!-- /builtin:{family} -->"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section.rstrip("\n") + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = report + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, report)
+
+
+def main(work, edgebert, bundle, docs):
+    from tokenizers import Tokenizer
+
+    paths, f32_bundle, tok_path, labels, max_len = prepare(work, edgebert, bundle)
     tok = Tokenizer.from_file(tok_path)
     vocab = tok.get_vocab_size()
 
@@ -266,16 +292,7 @@ def main(work, edgebert, bundle, docs):
     lines += [f"<!-- /builtin:{family} -->"]
     section = "\n".join(lines) + "\n"
 
-    os.makedirs(docs, exist_ok=True)
-    report = os.path.join(docs, "BENCHMARKS.md")
-    text = open(report, encoding="utf-8").read() if os.path.exists(report) else "# Benchmarks\n"
-    begin, end = f"<!-- builtin:{family} -->", f"<!-- /builtin:{family} -->"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + section.rstrip("\n") + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(report, "w", encoding="utf-8") as f:
-        f.write(text)
+    write_section(docs, family, section)
     with open(os.path.join(work, "builtin.json"), "w", encoding="utf-8") as f:
         json.dump({"family": family, "model": model, "cell": [[list(k), v] for k, v in cell.items()]}, f)
     print(section)

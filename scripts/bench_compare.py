@@ -54,7 +54,6 @@ def feeds(session, ids, mask):
     return {k: v for k, v in f.items() if k in names}
 
 
-STUDENT_CFG = {}  # the student's config.json (set in main), for the operation counts
 SPECIAL = {}  # vocabulary size and [CLS]/[SEP] ids, from the student's tokenizer (set in main)
 
 
@@ -152,7 +151,6 @@ def main():
 
     student_dir = os.path.join(os.path.dirname(os.path.abspath(test_csv)), "..", "student")
     tok = Tokenizer.from_file(os.path.join(student_dir, "tokenizer.json"))
-    STUDENT_CFG.update(json.load(open(os.path.join(student_dir, "config.json"))))
     SPECIAL.update(vocab=tok.get_vocab_size(), cls=tok.token_to_id("[CLS]"), sep=tok.token_to_id("[SEP]"))
     variants = []  # (model, engine, precision, runner)
     for m in ["student", "teacher"]:
@@ -228,7 +226,6 @@ def report_only():
     sizes = {tuple(k): v for k, v in r["sizes"]}
     agreement = {tuple(k): v for k, v in r["agreement"]}
     student_dir = os.path.join(os.path.dirname(os.path.abspath(test_csv)), "..", "student")
-    STUDENT_CFG.update(json.load(open(os.path.join(student_dir, "config.json"))))
     write_report(cell, sizes, agreement, r["cold_ms"], r["rss_mib"], r["ort_cold_ms"], r["bundle_bytes"],
                  r["texts"], r["date"])
     return 0
@@ -311,7 +308,7 @@ def write_report(cell, sizes, agreement, cold_ms, rss_mib, ort_cold_ms, bundle_b
             kept.append(old[:end])
             old = old[end:]
     with open(report, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n" + arm_section(cell, STUDENT_CFG) + "".join("\n" + k + "\n" for k in kept))
+        f.write("\n".join(lines) + "\n" + arm_section() + "".join("\n" + k + "\n" for k in kept))
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for ax, m in zip(axes, ["student", "teacher"]):
@@ -330,72 +327,19 @@ def write_report(cell, sizes, agreement, cold_ms, rss_mib, ort_cold_ms, bundle_b
         fig.savefig(os.path.join(docs, f"benchmarks.{ext}"), dpi=110)
 
 
-# Per-core multiply-adds per cycle of the instructions tract's kernels use on the boards, as read
-# from Arm's software optimisation guides (not verified on hardware): int8 without dotprod is
-# SMLAL (4 widening MACs, one pipe), with dotprod SDOT (16 MACs, two pipes); f32 is FMLA (4 FMAs,
-# two pipes on A72/A76, a 64-bit datapath on A53).
-BOARDS = [
-    # board, core, GHz, int8 MAC/cycle, f32 FMA/cycle, int8 instruction
-    ("Pi Zero 2 W", "Cortex-A53", 1.0, 4, 2, "SMLAL"),
-    ("Pi 3 B+", "Cortex-A53", 1.4, 4, 2, "SMLAL"),
-    ("Pi 4 B", "Cortex-A72", 1.5, 4, 8, "SMLAL"),
-    ("Pi 5", "Cortex-A76", 2.4, 32, 8, "SDOT (dotprod)"),
-]
-
-
-def macs(cfg, L):
-    """Multiply-adds of one BERT classifier pass over L tokens (batch 1)."""
-    h, ff, n = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    dense = n * L * (4 * h * h + 2 * h * ff)       # Q, K, V, output; two feed-forward products
-    attention = n * 2 * L * L * h                  # scores and context (f32 in both graphs)
-    return dense + attention + h * h               # + pooler
-
-
-def arm_section(cell, student_cfg):
-    """Per-board estimate, scaled from what this machine measured: the share of peak its int8
-    and f32 matrix products reach here is assumed there too, and so is the time outside them."""
-    # The machine this was written on (AMD EPYC Zen 4, 3.6 GHz measured with a dependent-add
-    # loop): 2 × 256-bit VPDPBUSD per cycle (32 int8 MACs each), 2 × 256-bit FMA (8 f32 each).
-    ghz = float(os.environ.get("BENCH_HOST_GHZ", 3.6))
-    x86_peak_int8 = 64 * ghz * 1e9
-    x86_peak_f32 = 16 * ghz * 1e9
+def arm_section():
+    """What a Pi owner runs to add a real measurement; the emulated-core figures are
+    scripts/arm-bench's section (`<!-- builtin:ARM, emulated -->`), kept as it is."""
     lines = ["", "![p50 latency per engine](benchmarks.png)", "",
-             "## On the boards: an estimate, not a measurement", "",
-             "No Raspberry Pi is reachable from here and qemu's timings mean nothing, so these numbers are "
-             "**estimated**: the student's multiply-adds per pass (below) divided by each core's published "
-             "int8 (or f32) multiply-add rate × clock, at the share of peak that tract reached on this machine "
-             "(Zen 4 at 3.6 GHz: 64 int8 MACs or 16 f32 FMAs per cycle) "
-             "in the 1-thread run above (the whole pass, not only the matrix products, so the time outside them "
-             "is assumed to scale alike). One thread; batch 1. Expect ±2×: the A53 and A72 are in-order / "
-             "narrow cores where tract's non-matmul ops weigh more than here.", ""]
-    m = {L: macs(student_cfg, L) for L in LENGTHS}
-    lines += ["| tokens | " + " | ".join(str(L) for L in LENGTHS) + " |", "|---|" + "---|" * len(LENGTHS),
-              "| multiply-adds (M) | " + " | ".join(f"{m[L] / 1e6:.0f}" for L in LENGTHS) + " |", ""]
-    eff = {}
-    for prec, peak in [("int8", x86_peak_int8), ("f32", x86_peak_f32)]:
-        eff[prec] = {L: m[L] / (cell[("student", "edgebert", prec, 1, L)][0] / 1e3) / peak for L in LENGTHS}
-    lines += ["Share of peak reached here, whole pass: int8 " +
-              ", ".join(f"{100 * eff['int8'][L]:.0f}%" for L in LENGTHS) + "; f32 " +
-              ", ".join(f"{100 * eff['f32'][L]:.0f}%" for L in LENGTHS) + f" (at {', '.join(map(str, LENGTHS))} tokens).", "",
-              "| board | core | GHz | int8 path | int8 p50 ms " + " / ".join(str(L) for L in LENGTHS) +
-              " | f32 p50 ms " + " / ".join(str(L) for L in LENGTHS) + " |", "|---|---|---|---|---|---|"]
-    for board, core, ghz, i8, f32, how in BOARDS:
-        t8 = [m[L] / (i8 * ghz * 1e9 * eff["int8"][L]) * 1e3 for L in LENGTHS]
-        t32 = [m[L] / (f32 * ghz * 1e9 * eff["f32"][L]) * 1e3 for L in LENGTHS]
-        lines.append(f"| {board} | {core} | {ghz} | {how} | " + " / ".join(f"{t:.0f}" for t in t8) +
-                     " | " + " / ".join(f"{t:.0f}" for t in t32) + " |")
-    lines += ["", "Read the int8 against f32 columns of one board with care: they inherit this machine's ratio "
-              "of int8 to f32 efficiency (tract's int8 pass reaches a smaller share of peak here than its f32 "
-              "pass), which need not hold on ARM. As we read Arm's optimisation guides (unverified on hardware): without dotprod (A53, A72) tract's int8 "
-              "products use SMLAL, at most half the multiply-adds per cycle of f32 FMLA on the A72, so there "
-              "int8 buys size and memory traffic rather than arithmetic; with dotprod (A76, Pi 5) SDOT gives "
-              "4× f32's rate.", "", "A Pi owner measures the real figure with the tarball's binary (`scripts/cross-build pi4`, "
-              "README \"On a Raspberry Pi\") and pastes it here:", "", "```sh",
-              "./edgebert bench --json            # built-in model: p50/p95 per length, cold start, peak RSS",
-              "./edgebert bench --threads 1 --json",
-              "./edgebert bench --threads 1 --profile   # where the time goes, per tract operator", "```", "",
-              "| board | OS | threads | p50 16 | p50 32 | p50 64 | p50 128 | cold start | peak RSS |",
-              "|---|---|---|---|---|---|---|---|---|", "| | | | | | | | | |", ""]
+             "## On a real Raspberry Pi", "",
+             "The boards' figures come from emulated cores (`scripts/arm-bench`, section \"On the boards\" "
+             "below). A Pi owner measures the real figure with the tarball's binary (`scripts/cross-build pi4`, "
+             "README \"On a Raspberry Pi\") and pastes it here:", "", "```sh",
+             "./edgebert bench --json            # built-in model: p50/p95 per length, cold start, peak RSS",
+             "./edgebert bench --threads 1 --json",
+             "./edgebert bench --threads 1 --profile   # where the time goes, per tract operator", "```", "",
+             "| board | OS | threads | p50 16 | p50 32 | p50 64 | p50 128 | cold start | peak RSS |",
+             "|---|---|---|---|---|---|---|---|---|", "| | | | | | | | | |", ""]
     return "\n".join(lines)
 
 

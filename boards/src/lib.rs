@@ -9,6 +9,7 @@
 pub mod detect;
 #[cfg(all(feature = "gpio", target_os = "linux"))]
 pub mod linux;
+pub mod marker;
 pub mod profile;
 pub mod signal;
 

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use edgebert_boards::marker;
 use serde::Serialize;
 
 use crate::classifier::Classifier;
@@ -52,10 +53,16 @@ pub fn measure(
     for (tokens, text) in length_texts(classifier, lengths) {
         classifier.classify(&text)?;
         let mut times: Vec<Duration> = Vec::with_capacity(iterations);
+        // Timed passes carry their length as mark, for instruction counts under emulation.
+        let mark = u16::try_from(tokens)
+            .unwrap_or(u16::MAX)
+            .min(marker::OP_MARKS - 1);
         for _ in 0..iterations.max(1) {
+            marker::mark(mark);
             let start = Instant::now();
             classifier.classify(&text)?;
             times.push(start.elapsed());
+            marker::mark(0);
         }
         times.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;

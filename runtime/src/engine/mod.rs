@@ -182,7 +182,9 @@ impl Engine {
         // not depend on the cut) and the work is done once, not per plan.
         let fused = caught(|| {
             let mut fused = decluttered.clone();
-            crate::rewrite::fuse(&mut fused)?;
+            if crate::rewrite::enabled() {
+                crate::rewrite::fuse(&mut fused)?;
+            }
             TractResult::Ok(fused)
         })
         .map_err(ModelError::Tract)?;

@@ -1,6 +1,9 @@
 //! [`Engine::profile`]: a clock around every node of a prepared plan, for `edgebert bench --profile`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use edgebert_boards::marker;
 
 use tract_onnx::prelude::*;
 
@@ -32,10 +35,13 @@ impl Engine {
                     >,
                      node: &TypedNode,
                      input: TVec<TValue>| {
+                        let label = op_label(node);
+                        marker::mark(op_mark(&label));
                         let start = std::time::Instant::now();
                         let out = eval_node(ctx, op_state, node, input);
                         let elapsed = start.elapsed();
-                        let entry = by_op.entry(op_label(node)).or_default();
+                        marker::mark(0);
+                        let entry = by_op.entry(label).or_default();
                         // By name: node ids are per piece, names are the whole graph's.
                         if !entry.0.contains(&node.name) {
                             entry.0.insert(node.name.clone());
@@ -50,6 +56,7 @@ impl Engine {
         let mut out: Vec<OpTime> = by_op
             .into_iter()
             .map(|(op, (nodes, total))| OpTime {
+                mark: op_mark(&op),
                 op,
                 nodes: nodes.len(),
                 ms_per_run: total.as_secs_f64() * 1e3 / runs as f64,
@@ -70,6 +77,23 @@ pub struct OpTime {
     pub nodes: usize,
     /// Mean milliseconds per run, all its nodes together.
     pub ms_per_run: f64,
+    /// The mark its nodes ran under ([`edgebert_boards::marker`]): the same operator kind has the
+    /// same mark for the whole process, so an emulator's count per mark is a count per operator.
+    pub mark: u16,
+}
+
+/// The process-wide mark of an operator kind, given in order of first appearance.
+fn op_mark(label: &str) -> u16 {
+    static KINDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut kinds = KINDS.lock().unwrap_or_else(|e| e.into_inner());
+    let index = match kinds.iter().position(|k| k == label) {
+        Some(i) => i,
+        None => {
+            kinds.push(label.to_string());
+            kinds.len() - 1
+        }
+    };
+    marker::op_mark(index)
 }
 
 /// An operator's name in a profile: tract's name, and for a matrix product the kernel tract

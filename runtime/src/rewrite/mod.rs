@@ -18,6 +18,13 @@ pub use quant_linear::fuse_quant_linear;
 use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
 use tract_onnx::tract_hir::internal::*;
 
+/// Whether the engine fuses at all: `EDGEBERT_FUSE=off` leaves tract's operators everywhere (with
+/// `EDGEBERT_QGEMM=off EDGEBERT_ATTENTION=off`, tract's stock path, for comparisons such as
+/// `scripts/arm-bench`'s).
+pub fn enabled() -> bool {
+    std::env::var_os("EDGEBERT_FUSE").is_none_or(|v| v != "off")
+}
+
 /// Puts the runtime's fused operators into `model` ([`fuse_dequantize_bias`],
 /// [`fuse_quant_linear`], [`fuse_attention`], then [`fuse_layer_norm`]); returns how many nodes were fused. The engine runs it once on the
 /// analysed graph, before cutting it into pieces and building plans; the analysed graph it keeps
