@@ -18,7 +18,7 @@ WORK/report.md and (full run) the `<!-- builtin:ARM, emulated -->` section of DO
 import concurrent.futures
 import json
 import os
-import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +28,10 @@ import bench_builtin  # noqa: E402
 
 LENGTHS = [16, 32, 64, 128]
 SYSROOT = "/usr/aarch64-linux-gnu"
+# The board whose kernel files (boards/tests/recorded/) each emulated core sees: qemu-user 7.2
+# shows the host's /proc/cpuinfo to the guest, and onnxruntime's cpuinfo library crashes on an
+# x86 one, so each core runs in a root (`-L`) with its board's /proc/cpuinfo and device tree.
+BOARD_FILES = {"cortex-a53": "pi3", "cortex-a72": "pi4", "cortex-a76": "pi5"}
 CLASSES = ["branch", "load", "store", "int", "int_mul", "fp", "simd_fmla", "simd_mlal", "simd_dot",
            "simd_adalp", "simd_other"]
 
@@ -96,6 +100,19 @@ def cycles(core, classes, q_transfers):
     return max([total / spec["width"]] + list(load.values()))
 
 
+def guest_root(work, core):
+    """WORK/root-CORE: the aarch64 libraries (a link to SYSROOT/lib) and the board's /proc files."""
+    root = os.path.abspath(os.path.join(work, f"root-{core}"))
+    if not os.path.isdir(root):
+        tmp = root + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        os.symlink(os.path.join(SYSROOT, "lib"), os.path.join(tmp, "lib"))
+        shutil.copytree(os.path.join("boards/tests/recorded", BOARD_FILES[core], "proc"), os.path.join(tmp, "proc"))
+        os.rename(tmp, root)
+    return root
+
+
 class Counter:
     """Runs aarch64 programs under qemu with the counting plugin."""
 
@@ -105,7 +122,8 @@ class Counter:
 
     def run(self, core, name, argv, env=None):
         out = os.path.join(self.work, "counts", f"{core}-{name}.json")
-        cmd = ["qemu-aarch64", "-L", SYSROOT, "-cpu", core, "-plugin", f"{self.plugin},out={out}"] + argv
+        root = guest_root(self.work, core)
+        cmd = ["qemu-aarch64", "-L", root, "-cpu", core, "-plugin", f"{self.plugin},out={out}"] + argv
         t0 = time.time()
         p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
         if p.returncode != 0:
@@ -138,13 +156,56 @@ def per_pass(counts, core, lengths, runs):
     return out
 
 
-def peak_rss_kib(argv, env=None):
-    """Peak RSS of one process run under qemu (no plugin), from the kernel's accounting."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(["qemu-aarch64", "-L", SYSROOT, "-cpu", "cortex-a53"] + argv, check=True,
-                   capture_output=True, env={**os.environ, **(env or {})})
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return after if after > before else None
+def teacher_models(work, quantize):
+    """The teacher's shape as edgebert and onnxruntime run it: all-MiniLM-L6-v2 (assets/teacher, from
+    scripts/fetch-assets) with an untrained two-label head (zeros: the cost of a pass, not its
+    answers, is measured), exported f32 (bundle and ONNX) and quantized dynamically (bundle and
+    ONNX) by edgebert-quantize. Returns {name: path}."""
+    import struct
+
+    import numpy as np
+
+    out = os.path.join(work, "teacher")
+    ckpt = os.path.join(out, "checkpoint")
+    os.makedirs(ckpt, exist_ok=True)
+    cfg = json.load(open("assets/teacher/config.json"))
+    cfg.update({"architectures": ["BertForSequenceClassification"], "num_labels": 2,
+                "id2label": {"0": "negative", "1": "positive"}, "label2id": {"negative": 0, "positive": 1}})
+    with open(os.path.join(ckpt, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    with open("assets/teacher/tokenizer.json", "rb") as src, open(os.path.join(ckpt, "tokenizer.json"), "wb") as dst:
+        dst.write(src.read())
+    raw = open("assets/teacher/model.safetensors", "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header, body = json.loads(raw[8:8 + n]), raw[8 + n:]
+    header.pop("__metadata__", None)
+    h = cfg["hidden_size"]
+    extra = {"classifier.weight": np.zeros((2, h), np.float32), "classifier.bias": np.zeros(2, np.float32)}
+    offset = len(body)
+    for name, value in extra.items():
+        header[name] = {"dtype": "F32", "shape": list(value.shape), "data_offsets": [offset, offset + value.nbytes]}
+        offset += value.nbytes
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    with open(os.path.join(ckpt, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + body + b"".join(v.tobytes() for v in extra.values()))
+    paths = {"f32.ebm": os.path.join(out, "teacher.ebm"), "f32.onnx": os.path.join(out, "teacher.onnx"),
+             "int8.ebm": os.path.join(out, "teacher-int8.ebm"), "int8.onnx": os.path.join(out, "teacher-int8.onnx")}
+    for key in ["f32.ebm", "f32.onnx"]:
+        subprocess.run([quantize, "export", ckpt, "-o", paths[key]], check=True, capture_output=True)
+    subprocess.run([quantize, "dynamic", paths["f32.ebm"], "-o", paths["int8.ebm"], "--onnx-out", paths["int8.onnx"]],
+                   check=True, capture_output=True)
+    return paths
+
+
+def peak_rss_kib(root, argv, env=None):
+    """Peak RSS (KiB) of one program run under qemu (no plugin), measured by a fresh Python process
+    whose only child it is (RUSAGE_CHILDREN keeps the maximum over every child ever waited for)."""
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+             "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    p = subprocess.run([sys.executable, "-c", probe, "qemu-aarch64", "-L", root, "-cpu", "cortex-a53"] + argv,
+                       check=True, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    return int(p.stdout.strip())
 
 
 def main(work, edgebert_host, edgebert, harness, plugin, libort, docs, smoke=False):
@@ -171,6 +232,15 @@ def main(work, edgebert_host, edgebert, harness, plugin, libort, docs, smoke=Fal
     ]
     if smoke:
         variants = [v for v in variants if v[1] in ("int8", "int8 (edgebert's graph)")]
+    else:
+        teacher = teacher_models(work, os.path.join(os.path.dirname(edgebert_host), "edgebert-quantize"))
+        variants += [
+            ("edgebert", "teacher int8", [edgebert] + bench[:1] + [teacher["int8.ebm"]] + bench[1:], None),
+            ("edgebert", "teacher f32", [edgebert] + bench[:1] + [teacher["f32.ebm"]] + bench[1:], None),
+            ("onnxruntime", "teacher int8 (edgebert's graph)",
+             [harness] + ort + [teacher["int8.onnx"]] + ort_args, None),
+            ("onnxruntime", "teacher f32", [harness] + ort + [teacher["f32.onnx"]] + ort_args, None),
+        ]
     jobs = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for core in cores:
@@ -221,8 +291,9 @@ def main(work, edgebert_host, edgebert, harness, plugin, libort, docs, smoke=Fal
             for (kind, core, *_), (counts, _) in results.items() if kind == "cold"}
     cold_cycles = {core: sum(cycles(core, histogram(m), m["q_transfers"]) for m in counts["marks"])
                    for (kind, core, *_), (counts, _) in results.items() if kind == "cold"}
-    qemu_rss = peak_rss_kib([harness, "micro", "add-independent", "--iterations", "1"])
-    edgebert_rss = peak_rss_kib([edgebert, "classify", "a gentle, funny and moving film"])
+    root = guest_root(work, "cortex-a53")
+    qemu_rss = peak_rss_kib(root, [harness, "micro", "add-independent", "--iterations", "1"])
+    edgebert_rss = peak_rss_kib(root, [edgebert, "classify", "a gentle, funny and moving film"])
 
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump({"table": [[list(k), v] for k, v in table.items()], "micro": micro_rows, "profiles": profiles,

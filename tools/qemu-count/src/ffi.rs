@@ -51,4 +51,5 @@ extern "C" {
     pub fn qemu_plugin_insn_data(insn: *const Insn) -> *const c_void;
     pub fn qemu_plugin_insn_size(insn: *const Insn) -> usize;
     pub fn qemu_plugin_insn_symbol(insn: *const Insn) -> *const c_char;
+    pub fn qemu_plugin_insn_haddr(insn: *const Insn) -> *mut c_void;
 }

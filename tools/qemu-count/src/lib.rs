@@ -16,6 +16,7 @@
 pub mod classify;
 mod ffi;
 mod report;
+mod symbols;
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -32,6 +33,8 @@ pub const SLOTS: usize = 48;
 /// One translated block: what it contains, and how often it ran under each mark's slot.
 struct Block {
     symbol: u32,
+    /// Host address of the block's first instruction (for [`symbols::Resolver`]).
+    haddr: u64,
     classes: [u32; CLASSES.len()],
     q_transfers: u32,
     runs: [AtomicU64; SLOTS],
@@ -110,6 +113,7 @@ unsafe extern "C" fn on_translate(_id: ffi::PluginId, tb: *mut ffi::Tb) {
     let mut classes = [0u32; CLASSES.len()];
     let mut q_transfers = 0;
     let mut symbol = u32::MAX;
+    let mut haddr = 0;
     for i in 0..n {
         let insn = ffi::qemu_plugin_tb_get_insn(tb, i);
         if ffi::qemu_plugin_insn_size(insn) != 4 {
@@ -121,6 +125,7 @@ unsafe extern "C" fn on_translate(_id: ffi::PluginId, tb: *mut ffi::Tb) {
         q_transfers += u32::from(d.q_transfers);
         if i == 0 {
             symbol = intern(ffi::qemu_plugin_insn_symbol(insn));
+            haddr = ffi::qemu_plugin_insn_haddr(insn) as u64;
         }
         let hint = match word {
             MARK_BEGIN => 1usize,
@@ -139,6 +144,7 @@ unsafe extern "C" fn on_translate(_id: ffi::PluginId, tb: *mut ffi::Tb) {
     }
     let block: &'static Block = Box::leak(Box::new(Block {
         symbol,
+        haddr,
         classes,
         q_transfers,
         runs: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -205,13 +211,33 @@ unsafe extern "C" fn on_exit(_id: ffi::PluginId, _data: *mut c_void) {
     let p = plugin();
     let blocks = lock(&p.blocks);
     let marks = lock(&p.slot_marks).clone();
-    let symbols = lock(&p.symbols).1.clone();
-    let mut counts = report::Counts::new(&marks, symbols);
+    let (mut ids, mut symbols) = lock(&p.symbols).clone();
+    // Names qemu could not give, from the guest files' own symbol tables.
+    let mut resolver = symbols::Resolver::new();
+    let mut resolved = Vec::with_capacity(blocks.len());
+    let mut own: HashMap<u64, u32> = HashMap::new();
+    let unknown = ids.get("?").copied();
     for b in blocks.iter() {
+        let mut symbol = b.symbol;
+        if Some(symbol) == unknown || symbol == u32::MAX {
+            if let Some(&s) = own.get(&b.haddr) {
+                symbol = s;
+            } else if let Some(name) = resolver.name(b.haddr) {
+                symbol = *ids.entry(name.clone()).or_insert_with(|| {
+                    symbols.push(name);
+                    symbols.len() as u32 - 1
+                });
+                own.insert(b.haddr, symbol);
+            }
+        }
+        resolved.push(symbol);
+    }
+    let mut counts = report::Counts::new(&marks, symbols);
+    for (b, &symbol) in blocks.iter().zip(&resolved) {
         for (slot, runs) in b.runs.iter().enumerate() {
             let runs = runs.load(Relaxed);
             if runs > 0 {
-                counts.add(slot, b.symbol, &b.classes, b.q_transfers, runs);
+                counts.add(slot, symbol, &b.classes, b.q_transfers, runs);
             }
         }
     }
