@@ -208,7 +208,25 @@ def peak_rss_kib(root, argv, env=None):
     return int(p.stdout.strip())
 
 
+def report_only(work, docs):
+    """ARM_BENCH_REPORT_ONLY=1: the report again from WORK/results.json, without emulating anything."""
+    r = json.load(open(os.path.join(work, "results.json")))
+    table = {tuple(k): {int(n): v for n, v in cells.items()} for k, cells in r["table"]}
+    cores = list(dict.fromkeys(k[0] for k in table))
+    lengths = sorted({n for cells in table.values() for n in cells})
+    section = report(table, r["micro"], r["profiles"], r["cold"], r["cold_cycles"], *r["rss_kib"], cores,
+                     lengths, r["profile_length"], r["smoke"])
+    with open(os.path.join(work, "report.md"), "w") as f:
+        f.write(section)
+    if not r["smoke"]:
+        bench_builtin.write_section(docs, "ARM, emulated", section)
+    print(section)
+    return 0
+
+
 def main(work, edgebert_host, edgebert, harness, plugin, libort, docs, smoke=False):
+    if os.environ.get("ARM_BENCH_REPORT_ONLY"):
+        return report_only(work, docs)
     os.makedirs(work, exist_ok=True)
     cores = ["cortex-a53"] if smoke else list(CORES)
     lengths = [16] if smoke else LENGTHS
@@ -217,6 +235,8 @@ def main(work, edgebert_host, edgebert, harness, plugin, libort, docs, smoke=Fal
     paths, f32_bundle, _, _, _ = bench_builtin.prepare(os.path.join(work, "models"), edgebert_host,
                                                        "models/sentiment-en.ebm")
     counter = Counter(work, plugin)
+    for core in cores:
+        guest_root(work, core)  # made before the pool's threads need them
     stock = {"EDGEBERT_FUSE": "off", "EDGEBERT_QGEMM": "off", "EDGEBERT_ATTENTION": "off"}
     bench = ["bench", "--threads", "1", "--iterations", str(runs), "--lengths", ",".join(map(str, lengths)),
              "--json"]
@@ -297,7 +317,8 @@ def main(work, edgebert_host, edgebert, harness, plugin, libort, docs, smoke=Fal
 
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump({"table": [[list(k), v] for k, v in table.items()], "micro": micro_rows, "profiles": profiles,
-                   "cold": cold, "cold_cycles": cold_cycles, "rss_kib": [qemu_rss, edgebert_rss]}, f)
+                   "cold": cold, "cold_cycles": cold_cycles, "rss_kib": [qemu_rss, edgebert_rss],
+                   "profile_length": profile_length, "smoke": smoke}, f)
     section = report(table, micro_rows, profiles, cold, cold_cycles, qemu_rss, edgebert_rss, cores,
                      lengths, profile_length, smoke)
     with open(os.path.join(work, "report.md"), "w") as f:
@@ -334,7 +355,8 @@ def report(table, micro_rows, profiles, cold, cold_cycles, qemu_rss, edgebert_rs
     for core in cores:
         board, ghz = CORES[core]["boards"][0]
         L += [f"### {core} ({', '.join(f'{b} {g} GHz' for b, g in CORES[core]['boards'])})", "",
-              "| engine | precision | " + " | ".join(f"{n} tokens: M insns / est. ms @ {ghz} GHz" for n in lengths) + " |",
+              f"Cells: million instructions per pass / estimated ms at {ghz} GHz ({board}).", "",
+              "| engine | model, precision | " + " | ".join(f"{n} tokens" for n in lengths) + " |",
               "|---|---|" + "---|" * len(lengths)]
         for (c, engine, prec), v in table.items():
             if c != core:
@@ -363,7 +385,7 @@ def report(table, micro_rows, profiles, cold, cold_cycles, qemu_rss, edgebert_rs
               "|---|---|---|---|---|---|"]
         for r in rows[:10]:
             top = sorted(r["classes"].items(), key=lambda kv: -kv[1])[:3]
-            fns = ", ".join(f"`{name[:48]}`" for name, _ in r["functions"])
+            fns = ", ".join(f"`{name[:64]}`" for name, _ in r["functions"])
             L.append(f"| {r['op']} | {r['nodes']} | {r['insns'] / 1e6:.2f} | {100 * r['cycles'] / total:.1f}% | "
                      + ", ".join(f"{k} {v / max(r['insns'], 1) * 100:.0f}%" for k, v in top) + f" | {fns} |")
         L.append("")

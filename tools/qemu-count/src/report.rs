@@ -61,6 +61,7 @@ impl Counts {
                     .take(FUNCTIONS_LISTED)
                     .map(|(&s, h)| {
                         let name = self.symbols.get(s as usize).map_or("?", |n| n.as_str());
+                        let name = readable(name);
                         json!({"name": name, "insns": h.iter().sum::<u64>(), "classes": h})
                     })
                     .collect();
@@ -70,6 +71,15 @@ impl Counts {
             .collect();
         let names: Vec<_> = CLASSES.iter().map(|c| c.name()).collect();
         json!({"classes": names, "overflow": overflow, "marks": marks}).to_string()
+    }
+}
+
+/// A Rust symbol demangled without its hash (`tract_linalg::frame::pack::pack_k_major`); other
+/// names as they are.
+fn readable(name: &str) -> String {
+    match rustc_demangle::try_demangle(name) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => name.to_string(),
     }
 }
 
@@ -110,5 +120,17 @@ mod tests {
         assert_eq!(v["marks"][1]["functions"][0]["name"], "f");
         assert_eq!(v["marks"][1]["functions"][0]["insns"], 70);
         assert_eq!(v["marks"][0]["insns"], 21);
+    }
+
+    #[test]
+    fn rust_names_are_demangled_without_hash() {
+        assert_eq!(
+            readable("_ZN12tract_linalg5frame4pack12pack_k_major17h22c424d28cae1b06E"),
+            "tract_linalg::frame::pack::pack_k_major"
+        );
+        assert_eq!(
+            readable(".packed_packed_loop_1_i8i8"),
+            ".packed_packed_loop_1_i8i8"
+        );
     }
 }
