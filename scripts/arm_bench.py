@@ -198,6 +198,22 @@ def teacher_models(work, quantize):
     return paths
 
 
+def profile_rows(core, counts, stdout):
+    """Per operator kind of `edgebert bench --profile --json` (STDOUT), its counts under its mark,
+    most expensive (estimated cycles) first."""
+    rows = []
+    for op in json.loads(stdout)["lengths"][0]["ops"]:
+        e = next((m for m in counts["marks"] if m["mark"] == op["mark"]), None)
+        if e is None:
+            continue
+        h = histogram(e)
+        rows.append({"op": op["op"], "nodes": op["nodes"], "insns": e["insns"],
+                     "cycles": cycles(core, h, e["q_transfers"]), "classes": h,
+                     "functions": [(f["name"], f["insns"]) for f in e["functions"][:3]]})
+    rows.sort(key=lambda r: -r["cycles"])
+    return rows
+
+
 def peak_rss_kib(root, argv, env=None):
     """Peak RSS (KiB) of one program run under qemu (no plugin), measured by a fresh Python process
     whose only child it is (RUSAGE_CHILDREN keeps the maximum over every child ever waited for)."""
@@ -272,11 +288,10 @@ def main(work, edgebert_host, edgebert, harness, plugin, libort, docs, smoke=Fal
                     jobs[("micro", core, micro)] = pool.submit(
                         counter.run, core, f"micro-{micro}",
                         [harness, "micro", micro, "--iterations", str(MICRO_ITERATIONS)])
-            if smoke or core in ("cortex-a53", "cortex-a76"):
-                jobs[("profile", core)] = pool.submit(
-                    counter.run, core, "profile",
-                    [edgebert, "bench", "--threads", "1", "--profile", "--iterations", "1", "--lengths",
-                     str(profile_length), "--json"])
+            jobs[("profile", core)] = pool.submit(
+                counter.run, core, "profile",
+                [edgebert, "bench", "--threads", "1", "--profile", "--iterations", "1", "--lengths",
+                 str(profile_length), "--json"])
             jobs[("cold", core)] = pool.submit(counter.run, core, "cold-start",
                                                [edgebert, "classify", "a gentle, funny and moving film"])
         results = {k: f.result() for k, f in jobs.items()}
@@ -292,21 +307,8 @@ def main(work, edgebert_host, edgebert, harness, plugin, libort, docs, smoke=Fal
             h = histogram(e, MICRO_ITERATIONS)
             micro_rows.append((rest[0], core, e["insns"] / MICRO_ITERATIONS,
                                cycles(core, h, e["q_transfers"] / MICRO_ITERATIONS), MICRO[rest[0]][core]))
-    profiles = {}
-    for (kind, core, *rest), (counts, stdout) in results.items():
-        if kind == "profile":
-            ops = json.loads(stdout)["lengths"][0]["ops"]
-            rows = []
-            for op in ops:
-                e = next((m for m in counts["marks"] if m["mark"] == op["mark"]), None)
-                if e is None:
-                    continue
-                h = histogram(e)
-                rows.append({"op": op["op"], "nodes": op["nodes"], "insns": e["insns"],
-                             "cycles": cycles(core, h, e["q_transfers"]), "classes": h,
-                             "functions": [(f["name"], f["insns"]) for f in e["functions"][:3]]})
-            rows.sort(key=lambda r: -r["cycles"])
-            profiles[core] = rows
+    profiles = {core: profile_rows(core, counts, stdout)
+                for (kind, core, *rest), (counts, stdout) in results.items() if kind == "profile"}
     cold = {core: sum(m["insns"] for m in counts["marks"])
             for (kind, core, *_), (counts, _) in results.items() if kind == "cold"}
     cold_cycles = {core: sum(cycles(core, histogram(m), m["q_transfers"]) for m in counts["marks"])
