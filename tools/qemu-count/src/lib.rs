@@ -1,6 +1,7 @@
 //! `edgebert-qemu-count`: a TCG plugin for qemu-user 7.2 (plugin API version 1) that counts the
 //! AArch64 instructions a program retires, by class ([`classify`]), by function (qemu's symbol
-//! lookup, so the binary must keep its symbol table) and by mark ([`edgebert_boards::marker`]).
+//! lookup, else the guest files' own symbol tables: `symbols.rs`) and by mark
+//! ([`edgebert_boards::marker`]).
 //!
 //! ```text
 //! qemu-aarch64 -cpu cortex-a53 -plugin target/release/libedgebert_qemu_count.so,out=counts.json BIN ARGS
