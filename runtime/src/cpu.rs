@@ -32,10 +32,10 @@ pub fn kernel_features() -> KernelFeatures {
                 ("dotprod", dotprod),
                 ("fp16", tract_linalg::arm64::has_fp16()),
             ],
-            int8_kernel: if dotprod {
-                "arm64 SDOT 8x8 (dotprod)"
-            } else {
-                "arm64 SMLAL 8x8"
+            int8_kernel: match crate::kernels::qgemm::enabled() {
+                true => crate::kernels::qgemm::Kernel::best().map_or("generic", |k| k.name()),
+                false if dotprod => "tract arm64 SDOT 8x8 (dotprod)",
+                false => "tract arm64 SMLAL 8x8",
             },
             int8_tile: None,
         }

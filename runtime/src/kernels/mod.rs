@@ -3,8 +3,8 @@
 //! - [`generic`]: portable code that runs on every CPU, and the references every fast kernel is
 //!   tested against (integer products exact, floats in f64 where the kernel sums in another order).
 //! - `x86_64`: AVX2 and AVX-512 (VNNI) builds, picked at run time from cpuid.
-//! - `aarch64`: the room for the Raspberry Pi boards' NEON kernels (empty so far: the boards run
-//!   tract's own arm64 kernels, see ARCHITECTURE.md).
+//! - `aarch64`: the Raspberry Pi boards' NEON kernels (the int8 product, with `sdot` where the
+//!   core has the dot product), picked at run time from HWCAP.
 //!
 //! [`Isa`] and `multiversion!` compile the portable element-wise loops once per x86_64 level;
 //! [`by_rows`] splits an operator's rows over tract's threads.

@@ -17,9 +17,15 @@
 //!   (`vpmaddubsw` saturates its 16-bit pair sums: onnxruntime's AVX2 path does, see
 //!   docs/BENCHMARKS.md), so both sides are widened to 16 bits and multiplied by `vpmaddwd`
 //!   (pair sums of at most 2 * 255 * 128, exact in i32); 6 rows x 16 columns per tile.
-//! - Elsewhere (the Pi boards included) none: the engine leaves tract's operators in place.
+//! - [`Kernel::NeonDot`] (`aarch64/qgemm_dot.rs`): `sdot` on cores with the dot product
+//!   (Cortex-A76, Pi 5); 8 rows x 8 columns.
+//! - [`Kernel::NeonMull`] (`aarch64/qgemm_mull.rs`): 8-bit `smull`/`smlal2` + `sadalp` on the
+//!   other Pi cores (Cortex-A53, A72); 4 rows x 4 columns; weights in −127..=127 only.
+//! - Elsewhere (armv7, other CPUs) none: the engine leaves tract's operators in place.
 //!
-//! The zero point's share (`a0 * sum w`) starts the sums. Integer sums are exact, so every kernel
+//! The ARM kernels multiply signed bytes on both sides: they read the activation as `x − 128`
+//! ([`Kernel::activation_offset`]). The zero point's share (`(offset − a0) * sum w`) starts the
+//! sums. Integer sums are exact, so every kernel
 //! equals tract's product to the bit, and [`products_reference`] (portable, in `generic/`) is
 //! what the tests hold each kernel to, on every CPU.
 
@@ -32,11 +38,20 @@ pub enum Kernel {
     Avx512Vnni,
     /// x86_64 with AVX2.
     Avx2,
+    /// aarch64 with the dot product extension (`asimddp`).
+    NeonDot,
+    /// aarch64 (NEON is in its baseline).
+    NeonMull,
 }
 
 impl Kernel {
     /// Every kernel, widest first.
-    pub const ALL: [Kernel; 2] = [Kernel::Avx512Vnni, Kernel::Avx2];
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Avx512Vnni,
+        Kernel::Avx2,
+        Kernel::NeonDot,
+        Kernel::NeonMull,
+    ];
 
     /// The best kernel this CPU runs, if any.
     pub fn best() -> Option<Kernel> {
@@ -51,9 +66,18 @@ impl Kernel {
             match self {
                 Kernel::Avx512Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
                 Kernel::Avx2 => has!("avx2"),
+                Kernel::NeonDot | Kernel::NeonMull => false,
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            match self {
+                Kernel::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
+                Kernel::NeonMull => true,
+                Kernel::Avx512Vnni | Kernel::Avx2 => false,
+            }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             false
         }
@@ -64,6 +88,8 @@ impl Kernel {
         match self {
             Kernel::Avx512Vnni => "edgebert AVX-512 VNNI 12x32",
             Kernel::Avx2 => "edgebert AVX2 6x16 (vpmaddwd)",
+            Kernel::NeonDot => "edgebert NEON 8x8 (sdot)",
+            Kernel::NeonMull => "edgebert NEON 4x4 (smull+sadalp)",
         }
     }
 
@@ -72,6 +98,8 @@ impl Kernel {
         match self {
             Kernel::Avx512Vnni => 12,
             Kernel::Avx2 => 6,
+            Kernel::NeonDot => 8,
+            Kernel::NeonMull => 4,
         }
     }
 
@@ -80,16 +108,44 @@ impl Kernel {
         match self {
             Kernel::Avx512Vnni => 32,
             Kernel::Avx2 => 16,
+            Kernel::NeonDot => 8,
+            Kernel::NeonMull => 4,
         }
     }
 
     /// Inputs per group in the packing: one column's group is contiguous (4 bytes for one
-    /// `vpdpbusd` lane, 2 for one `vpmaddwd` lane).
+    /// `vpdpbusd` or `sdot` lane, 2 for one `vpmaddwd` lane, 16 for one `smull`/`smlal2` pair).
     pub fn group(self) -> usize {
         match self {
-            Kernel::Avx512Vnni => 4,
+            Kernel::Avx512Vnni | Kernel::NeonDot => 4,
             Kernel::Avx2 => 2,
+            Kernel::NeonMull => 16,
         }
+    }
+
+    /// What `k` (inputs per output) must be a multiple of: the kernel reads the activation rows
+    /// that many bytes at a time.
+    pub fn k_multiple(self) -> usize {
+        match self {
+            Kernel::Avx512Vnni | Kernel::Avx2 => 4,
+            Kernel::NeonDot | Kernel::NeonMull => 16,
+        }
+    }
+
+    /// What the kernel subtracts from each activation byte before multiplying: 128 for the ARM
+    /// kernels, whose products are signed on both sides; their sums start from
+    /// `(128 − a0) · Σ w` instead of `−a0 · Σ w`.
+    pub fn activation_offset(self) -> i32 {
+        match self {
+            Kernel::Avx512Vnni | Kernel::Avx2 => 0,
+            Kernel::NeonDot | Kernel::NeonMull => 128,
+        }
+    }
+
+    /// Whether it can take weights holding −128: [`Kernel::NeonMull`] adds two products in 16
+    /// bits, exact only for weights in −127..=127.
+    pub fn takes_minus_128(self) -> bool {
+        self != Kernel::NeonMull
     }
 }
 
@@ -127,10 +183,13 @@ impl PackedWeights {
 
     /// Packs `w`, `n` rows of `k` weights (row `j` holds output `j`'s weights, as ONNX's
     /// `MatMulInteger` weight transposed, and as tract's analysis leaves it: `nk`), for `kernel`
-    /// (on any CPU: the packing is plain code). `k` must be a multiple of 4 (the kernels read
-    /// the activation a group at a time).
+    /// (on any CPU: the packing is plain code). `k` must be a multiple of [`Kernel::k_multiple`],
+    /// and the weights free of −128 where the kernel does not [`Kernel::takes_minus_128`].
     pub fn pack_nk_for(kernel: Kernel, w: &[i8], n: usize, k: usize) -> Option<PackedWeights> {
-        if k == 0 || n == 0 || !k.is_multiple_of(4) || w.len() != n * k {
+        if k == 0 || n == 0 || !k.is_multiple_of(kernel.k_multiple()) || w.len() != n * k {
+            return None;
+        }
+        if !kernel.takes_minus_128() && w.contains(&i8::MIN) {
             return None;
         }
         let n_pad = n.div_ceil(kernel.nr()) * kernel.nr();
@@ -183,9 +242,11 @@ impl PackedWeights {
         &self.data
     }
 
-    /// The sums' starting values for an activation whose zero point is `a0`: `−a0 · Σ w`.
+    /// The sums' starting values for an activation whose zero point is `a0`:
+    /// `(offset − a0) · Σ w`, with the kernel's [`Kernel::activation_offset`].
     pub(crate) fn start(&self, a0: u8) -> Vec<i32> {
-        self.col_sums.iter().map(|&s| -(a0 as i32) * s).collect()
+        let shift = self.kernel.activation_offset() - a0 as i32;
+        self.col_sums.iter().map(|&s| shift * s).collect()
     }
 }
 
@@ -193,7 +254,10 @@ impl PackedWeights {
 /// block of at most [`Kernel::mr`] rows, in order: `finish(first_row, sums)` gets each block's
 /// sums, rows of `n_pad` (the first `n` of each row are the outputs). Needs the weights' kernel
 /// to run on this CPU.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables, unused_mut))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_variables, unused_mut)
+)]
 pub fn products(
     a: &[u8],
     a0: u8,
@@ -214,7 +278,11 @@ pub fn products(
     let start = w.start(a0);
     let n_pad = w.n_pad();
     let mut sums = vec![0i32; mr * n_pad];
+    // Scratch for the kernels that copy the block's rows first (widened, or shifted by 128).
+    #[cfg(target_arch = "x86_64")]
     let mut widened: Vec<i16> = Vec::new();
+    #[cfg(target_arch = "aarch64")]
+    let mut shifted: Vec<i8> = Vec::new();
     // Blocks of equal size (within one row): 16 rows are two blocks of 8, not 12 + 4, whose
     // 4-row tiles would stream the same weights for a third of the work.
     let blocks = rows.div_ceil(mr);
@@ -231,6 +299,17 @@ pub fn products(
             match w.kernel {
                 Kernel::Avx512Vnni => qgemm_avx512vnni::block(rows_a, r, w, &start, sums),
                 Kernel::Avx2 => qgemm_avx2::block(rows_a, r, w, &start, sums, &mut widened),
+                Kernel::NeonDot | Kernel::NeonMull => unreachable!("checked: runs here"),
+            }
+        }
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        unsafe {
+            use super::aarch64::{qgemm_dot, qgemm_mull};
+            match w.kernel {
+                Kernel::NeonDot => qgemm_dot::block(rows_a, r, w, &start, sums, &mut shifted),
+                Kernel::NeonMull => qgemm_mull::block(rows_a, r, w, &start, sums, &mut shifted),
+                Kernel::Avx512Vnni | Kernel::Avx2 => unreachable!("checked: runs here"),
             }
         }
         finish(first, sums, n_pad);
@@ -283,10 +362,20 @@ mod tests {
             (x >> 33) as u32
         };
         let a: Vec<u8> = (0..rows * k).map(|_| next() as u8).collect();
-        let w: Vec<i8> = (0..n * k).map(|_| next() as u8 as i8).collect();
+        // −127..=127, as every symmetric quantizer emits; −128 is tested on its own.
+        let w: Vec<i8> = (0..n * k)
+            .map(|_| (next() % 255) as i32 - 127)
+            .map(|x| x as i8)
+            .collect();
         let want = naive(&a, a0, &w, k);
         for kernel in Kernel::ALL {
-            let packed = PackedWeights::pack_nk_for(kernel, &w, n, k).unwrap();
+            let Some(packed) = PackedWeights::pack_nk_for(kernel, &w, n, k) else {
+                assert!(
+                    !k.is_multiple_of(kernel.k_multiple()),
+                    "{kernel:?} refused k = {k}"
+                );
+                continue;
+            };
             let reference: Vec<i32> = products_reference(&a, a0, &packed)
                 .chunks_exact(packed.n_pad())
                 .flat_map(|r| r[..n].to_vec())
@@ -312,20 +401,39 @@ mod tests {
         for kernel in Kernel::ALL.into_iter().filter(|k| !k.runs_here()) {
             crate::kernels::skipped(&format!("qgemm {kernel:?}: not on this CPU"));
         }
-        for rows in [1, 2, 5, 6, 7, 11, 12, 13, 24, 25, 64] {
+        for rows in [1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 24, 25, 64] {
             check(rows, 384, 384, 131, rows as u64);
         }
         for n in [1, 2, 16, 31, 33, 100] {
             check(13, n, 8, 0, n as u64);
+            check(13, n, 16, 7, n as u64);
         }
         check(7, 64, 1536, 255, 9);
+        check(9, 40, 48, 128, 10);
+        // The extremes of every kernel's arithmetic over 1536 inputs: the activation's ends
+        // times the weights' (−128 only where the kernel takes it).
         let (k, n) = (1536, 32);
-        let a = vec![255u8; 3 * k];
-        let want = vec![255 * -128 * k as i32; 3 * n];
-        assert_eq!(naive(&a, 0, &vec![-128; n * k], k), want);
-        for kernel in Kernel::ALL.into_iter().filter(|k| k.runs_here()) {
-            let packed = PackedWeights::pack_nk_for(kernel, &vec![-128; n * k], n, k).unwrap();
-            assert_eq!(kernel_sums(&a, 0, &packed), want, "{kernel:?}");
+        for (x, y) in [
+            (255u8, -128i8),
+            (0, -128),
+            (255, -127),
+            (0, -127),
+            (0, 127),
+            (255, 127),
+        ] {
+            let a = vec![x; 3 * k];
+            let want = vec![x as i32 * y as i32 * k as i32; 3 * n];
+            assert_eq!(naive(&a, 0, &vec![y; n * k], k), want);
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.runs_here()) {
+                let Some(packed) = PackedWeights::pack_nk_for(kernel, &vec![y; n * k], n, k) else {
+                    assert!(
+                        y == -128 && !kernel.takes_minus_128(),
+                        "{kernel:?} refused {y}"
+                    );
+                    continue;
+                };
+                assert_eq!(kernel_sums(&a, 0, &packed), want, "{kernel:?} {x}·{y}");
+            }
         }
     }
 
@@ -335,9 +443,13 @@ mod tests {
             assert!(PackedWeights::pack_nk_for(kernel, &[0; 6], 2, 3).is_none());
             assert!(PackedWeights::pack_nk_for(kernel, &[0; 8], 3, 4).is_none());
             assert!(PackedWeights::pack_nk_for(kernel, &[], 0, 4).is_none());
-            let packed = PackedWeights::pack_nk_for(kernel, &[1; 8], 2, 4).unwrap();
+            let packed = PackedWeights::pack_nk_for(kernel, &[1; 32], 2, 16).unwrap();
             assert!(products(&[0; 5], 0, &packed, |_, _, _| ()).is_err());
+            let minus_128 = PackedWeights::pack_nk_for(kernel, &[-128; 32], 2, 16);
+            assert_eq!(minus_128.is_some(), kernel.takes_minus_128(), "{kernel:?}");
         }
+        assert!(PackedWeights::pack_nk_for(Kernel::NeonDot, &[1; 16], 2, 8).is_none());
+        assert!(PackedWeights::pack_nk_for(Kernel::Avx2, &[1; 16], 2, 8).is_some());
     }
 
     proptest! {

@@ -7,8 +7,8 @@ use tract_onnx::tract_hir::internal::*;
 use super::dequantize_bias::Finish;
 use crate::kernels::by_rows;
 
-/// An int8 linear layer in one operator, on x86_64 CPUs with AVX2 or AVX-512 VNNI
-/// ([`crate::kernels::qgemm`]): tract's
+/// An int8 linear layer in one operator, where [`crate::kernels::qgemm`] has a kernel (x86_64
+/// with AVX2 or AVX-512 VNNI, aarch64): tract's
 /// quantized product of a u8 activation by a constant i8 weight (with i32 sums) and the
 /// [`DequantizeBias`] after it. Inputs: the activation (u8, `[…, k]`), its zero point (u8), the
 /// scale and bias per column, and the residual if the [`DequantizeBias`] had one. The weights

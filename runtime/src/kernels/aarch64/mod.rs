@@ -1,6 +1,20 @@
-//! NEON kernels for the Raspberry Pi boards' cores (Cortex-A53, A72, A76): the room for them.
+//! NEON kernels for the Raspberry Pi boards' cores, picked at run time from the CPU's features
+//! (HWCAP) as tract does:
 //!
-//! Empty so far: on aarch64 the engine leaves tract's operators in place (its SMLAL and, with
-//! dotprod, SDOT int8 kernels), and no fused operator of ours is put into the graph. A kernel
-//! added here gets a portable reference in `generic/` and tests that run under
-//! `qemu-aarch64 -cpu cortex-a53|cortex-a72|cortex-a76`.
+//! - [`qgemm_dot`]: the int8 product with `sdot`, on cores with the dot product (Cortex-A76,
+//!   Pi 5);
+//! - [`qgemm_mull`]: the int8 product with 8-bit `smull`/`smlal2` + `sadalp`, on the others
+//!   (Cortex-A53 of the Pi Zero 2 W and Pi 3, Cortex-A72 of the Pi 4).
+//!
+//! Both are held to the portable reference (`generic/qgemm.rs`); the tests run under
+//! `qemu-aarch64 -cpu cortex-a53|cortex-a72|cortex-a76` (scripts/qemu-check).
+
+pub mod qgemm_dot;
+pub mod qgemm_mull;
+
+/// `shifted` ← the rows of `a` minus 128 as i8 (`x ^ 0x80`): the signed form both kernels
+/// multiply ([`crate::kernels::qgemm::Kernel::activation_offset`]).
+pub(crate) fn shift_rows(a: &[u8], shifted: &mut Vec<i8>) {
+    shifted.clear();
+    shifted.extend(a.iter().map(|&x| (x ^ 0x80) as i8));
+}

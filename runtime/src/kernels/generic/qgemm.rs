@@ -8,11 +8,12 @@ use crate::kernels::qgemm::PackedWeights;
 pub fn products_reference(a: &[u8], a0: u8, w: &PackedWeights) -> Vec<i32> {
     let (k, n_pad, data) = (w.k(), w.n_pad(), w.data());
     let rows = a.len() / k;
+    let offset = w.kernel().activation_offset();
     let mut out = w.start(a0).repeat(rows);
     for (row, y) in a.chunks_exact(k).zip(out.chunks_exact_mut(n_pad)) {
         for (j, y) in y.iter_mut().enumerate() {
             for (kk, &x) in row.iter().enumerate() {
-                *y += x as i32 * data[w.index(j, kk)] as i32;
+                *y += (x as i32 - offset) * data[w.index(j, kk)] as i32;
             }
         }
     }
