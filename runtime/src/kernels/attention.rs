@@ -1,6 +1,7 @@
-//! Multi-head self-attention in one pass per head, on x86_64 CPUs with AVX-512 or AVX2 + FMA
-//! (`Attention` in [`crate::ops`]); the row loops are per ISA (`x86_64/attention_avx512.rs`,
-//! `x86_64/attention_avx2.rs`), the f64 reference in `generic/attention.rs`.
+//! Multi-head self-attention in one pass per head, on x86_64 CPUs with AVX-512 or AVX2 + FMA and
+//! on aarch64 (`Attention` in [`crate::ops`]); the row loops are per ISA
+//! (`x86_64/attention_avx512.rs`, `x86_64/attention_avx2.rs`, `aarch64/attention_neon.rs`), the
+//! f64 reference in `generic/attention.rs`.
 //!
 //! tract runs BERT's attention as two batched f32 matrix products (`Q·Kᵀ` and `P·V`, 12 heads of
 //! 32 columns each), a packing of both sides of each, the scale, the mask's `Add` and its softmax
@@ -21,11 +22,13 @@ pub enum Isa {
     Avx512,
     /// x86_64 with AVX2 and FMA: 8 lanes.
     Avx2,
+    /// aarch64 (NEON is in its baseline): 4 lanes.
+    Neon,
 }
 
 impl Isa {
     /// Every build, widest first.
-    pub const ALL: [Isa; 2] = [Isa::Avx512, Isa::Avx2];
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Neon];
 
     /// The widest build this CPU runs, if any.
     pub fn best() -> Option<Isa> {
@@ -40,9 +43,14 @@ impl Isa {
             match self {
                 Isa::Avx512 => has!("avx512f"),
                 Isa::Avx2 => has!("avx2") && has!("fma"),
+                Isa::Neon => false,
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            self == Isa::Neon
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             false
         }
@@ -91,13 +99,16 @@ pub fn attention(
     rows: std::ops::Range<usize>,
     out: &mut [f32],
 ) -> Result<(), String> {
-    let isa = Isa::best().ok_or("attention: this CPU has neither AVX-512 nor AVX2 + FMA")?;
+    let isa = Isa::best().ok_or("attention: no build of the kernel for this CPU")?;
     attention_with(isa, shape, q, k, v, mask, scale, exp, rows, out)
 }
 
 /// [`attention`] with the row loops of `isa` (an error where this CPU does not run it).
 #[allow(clippy::too_many_arguments)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables, unused_mut))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_variables, unused_mut)
+)]
 pub(crate) fn attention_with(
     isa: Isa,
     shape: Shape,
@@ -165,7 +176,13 @@ pub(crate) fn attention_with(
                     match isa {
                         Isa::Avx512 => avx512::scores_row(qi, &kt, scale, mask, row),
                         Isa::Avx2 => avx2::scores_row(qi, &kt, scale, mask, row),
+                        Isa::Neon => unreachable!("checked: runs here"),
                     }
+                };
+                // SAFETY: as above.
+                #[cfg(target_arch = "aarch64")]
+                unsafe {
+                    neon::scores_row(qi, &kt, scale, mask, row)
                 };
             }
             // One call of tract's exp kernel for the block's rows (padding columns hold −1e30:
@@ -180,7 +197,14 @@ pub(crate) fn attention_with(
                     match isa {
                         Isa::Avx512 => avx512::weighted_rows(e, v, width, h * d, out),
                         Isa::Avx2 => avx2::weighted_rows(e, v, width, h * d, out),
+                        Isa::Neon => unreachable!("checked: runs here"),
                     }
+                };
+                // SAFETY: as above.
+                #[cfg(target_arch = "aarch64")]
+                unsafe {
+                    let (e, v, out) = (&row[..len], &v[text.clone()], &mut out[o..o + d]);
+                    neon::weighted_rows(e, v, width, h * d, out)
                 };
             }
             first = end;
@@ -192,6 +216,8 @@ pub(crate) fn attention_with(
 /// Rows of scores per call of the exp kernel.
 const BLOCK: usize = 32;
 
+#[cfg(target_arch = "aarch64")]
+use super::aarch64::attention_neon as neon;
 #[cfg(target_arch = "x86_64")]
 use super::x86_64::{attention_avx2 as avx2, attention_avx512 as avx512};
 

@@ -4,11 +4,14 @@
 //! - [`qgemm_dot`]: the int8 product with `sdot`, on cores with the dot product (Cortex-A76,
 //!   Pi 5);
 //! - [`qgemm_mull`]: the int8 product with 8-bit `smull`/`smlal2` + `sadalp`, on the others
-//!   (Cortex-A53 of the Pi Zero 2 W and Pi 3, Cortex-A72 of the Pi 4).
+//!   (Cortex-A53 of the Pi Zero 2 W and Pi 3, Cortex-A72 of the Pi 4);
+//! - [`attention_neon`]: the attention's two row loops (scores, and the softmax-weighted sum of
+//!   the values), 4 lanes.
 //!
-//! Both are held to the portable reference (`generic/qgemm.rs`); the tests run under
+//! Each is held to its portable reference (`generic/`); the tests run under
 //! `qemu-aarch64 -cpu cortex-a53|cortex-a72|cortex-a76` (scripts/qemu-check).
 
+pub mod attention_neon;
 pub mod qgemm_dot;
 pub mod qgemm_mull;
 
