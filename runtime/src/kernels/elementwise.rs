@@ -13,7 +13,16 @@ multiversion! {
 
 multiversion! {
     /// `ys[i] = saturate(round_half_even(xs[i] / scale) + zero_point)`.
-    pub fn quantize / quantize_body(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8])
+    pub fn quantize / quantize_per_isa(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8])
+}
+
+/// The portable loop, but on aarch64 its NEON build (`aarch64/quantize_neon.rs`).
+#[inline(always)]
+fn quantize_per_isa(xs: &[f32], scale: f32, zero_point: u8, ys: &mut [u8]) {
+    #[cfg(target_arch = "aarch64")]
+    super::aarch64::quantize_neon::quantize(xs, scale, zero_point, ys);
+    #[cfg(not(target_arch = "aarch64"))]
+    quantize_body(xs, scale, zero_point, ys);
 }
 
 multiversion! {
@@ -137,6 +146,10 @@ mod tests {
         let tiny = f32::MIN_POSITIVE / 8.0;
         check(&[tiny, -tiny, 2.0, -1.0, 3.0 * tiny]);
         check(&[tiny, -tiny, 2.0 * tiny, -5.0 * tiny, 0.0]);
+        // The same past one 16-value step of the vector builds.
+        check(&[1e30, -1e30, 5.0, 0.0].repeat(9));
+        check(&[tiny, -tiny, 2.0, -1.0, 3.0 * tiny].repeat(7));
+        check(&[tiny, -tiny, 2.0 * tiny, -5.0 * tiny, 0.0].repeat(7));
     }
 
     /// GELU's two steps around tract's erf, in each build, as tract's `GeluExact` computes them.

@@ -6,7 +6,9 @@
 //! - [`qgemm_mull`]: the int8 product with 8-bit `smull`/`smlal2` + `sadalp`, on the others
 //!   (Cortex-A53 of the Pi Zero 2 W and Pi 3, Cortex-A72 of the Pi 4);
 //! - [`attention_neon`]: the attention's two row loops (scores, and the softmax-weighted sum of
-//!   the values), 4 lanes.
+//!   the values), 4 lanes;
+//! - [`quantize_neon`]: the dynamic quantization's loop (round, convert, narrow in one
+//!   instruction each).
 //!
 //! Each is held to its portable reference (`generic/`); the tests run under
 //! `qemu-aarch64 -cpu cortex-a53|cortex-a72|cortex-a76` (scripts/qemu-check).
@@ -14,6 +16,7 @@
 pub mod attention_neon;
 pub mod qgemm_dot;
 pub mod qgemm_mull;
+pub mod quantize_neon;
 
 /// `shifted` ← the rows of `a` minus 128 as i8 (`x ^ 0x80`): the signed form both kernels
 /// multiply ([`crate::kernels::qgemm::Kernel::activation_offset`]).
