@@ -55,6 +55,12 @@ pub fn op_mark(index: usize) -> u16 {
     (usize::from(OP_MARKS) + index).min(MARK_LIMIT - 1) as u16
 }
 
+/// The mark for a timed pass over `tokens` tokens (below [`OP_MARKS`]; longer passes share the
+/// last pass mark).
+pub fn length_mark(tokens: usize) -> u16 {
+    tokens.min(usize::from(OP_MARKS) - 1) as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +79,7 @@ mod tests {
         mark(u16::MAX);
         assert_eq!(op_mark(0), OP_MARKS);
         assert_eq!(usize::from(op_mark(1 << 20)), MARK_LIMIT - 1);
+        assert_eq!(length_mark(64), 64);
+        assert_eq!(length_mark(1 << 40), OP_MARKS - 1);
     }
 }

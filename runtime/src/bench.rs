@@ -54,9 +54,7 @@ pub fn measure(
         classifier.classify(&text)?;
         let mut times: Vec<Duration> = Vec::with_capacity(iterations);
         // Timed passes carry their length as mark, for instruction counts under emulation.
-        let mark = u16::try_from(tokens)
-            .unwrap_or(u16::MAX)
-            .min(marker::OP_MARKS - 1);
+        let mark = marker::length_mark(tokens);
         for _ in 0..iterations.max(1) {
             marker::mark(mark);
             let start = Instant::now();

@@ -40,9 +40,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     println!("onnxruntime: {model} loaded in {:.1} ms", ms(start));
     for &n in &lengths {
         run_once(&mut session, &names, n)?;
-        let mark = u16::try_from(n)
-            .unwrap_or(u16::MAX)
-            .min(marker::OP_MARKS - 1);
+        let mark = marker::length_mark(n);
         let start = Instant::now();
         for _ in 0..iterations.max(1) {
             marker::mark(mark);

@@ -11,43 +11,41 @@ use std::arch::aarch64::*;
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn scores_row(q: &[f32], kt: &[f32], scale: f32, mask: &[f32], row: &mut [f32]) {
     let (len, padded) = (mask.len(), row.len());
-    debug_assert!(kt.len() >= q.len() * padded);
+    debug_assert!(padded.is_multiple_of(16) && kt.len() >= q.len() * padded);
     let (kt, out) = (kt.as_ptr(), row.as_mut_ptr());
     // SAFETY: the contract above; the mask is read whole 4 lanes at a time only where all 4 are
     // keys, lane by lane at the end.
     unsafe {
         let scale = vdupq_n_f32(scale);
         let mut max = vdupq_n_f32(f32::NEG_INFINITY);
-        let mut j0 = 0;
-        while j0 < padded {
-            let chunks = ((padded - j0) / 4).min(4);
+        // 16 columns (4 registers) at a time: the padding makes every block whole.
+        for j0 in (0..padded).step_by(16) {
             let mut acc = [vdupq_n_f32(0.0); 4];
-            for (t, &x) in q.iter().enumerate() {
-                let keys = kt.add(t * padded + j0);
-                for (c, acc) in acc.iter_mut().enumerate().take(chunks) {
-                    *acc = vfmaq_n_f32(*acc, vld1q_f32(keys.add(4 * c)), x);
-                }
+            let mut keys = kt.add(j0);
+            for &x in q {
+                acc[0] = vfmaq_n_f32(acc[0], vld1q_f32(keys), x);
+                acc[1] = vfmaq_n_f32(acc[1], vld1q_f32(keys.add(4)), x);
+                acc[2] = vfmaq_n_f32(acc[2], vld1q_f32(keys.add(8)), x);
+                acc[3] = vfmaq_n_f32(acc[3], vld1q_f32(keys.add(12)), x);
+                keys = keys.add(padded);
             }
-            for (c, acc) in acc.iter().enumerate().take(chunks) {
+            for (c, acc) in acc.iter().enumerate() {
                 let col = j0 + 4 * c;
-                let valid = len.saturating_sub(col).min(4);
-                let mut lanes = [-1e30f32; 4];
-                if valid == 4 {
-                    // The scale, then the mask: tract's order.
-                    let s = vaddq_f32(vmulq_f32(*acc, scale), vld1q_f32(mask.as_ptr().add(col)));
-                    vst1q_f32(lanes.as_mut_ptr(), s);
-                } else if valid > 0 {
-                    let mut s = [0f32; 4];
-                    vst1q_f32(s.as_mut_ptr(), vmulq_f32(*acc, scale));
-                    for (l, lane) in lanes.iter_mut().enumerate().take(valid) {
-                        *lane = s[l] + mask[col + l];
+                // The scale, then the mask: tract's order.
+                let s = if col + 4 <= len {
+                    vaddq_f32(vmulq_f32(*acc, scale), vld1q_f32(mask.as_ptr().add(col)))
+                } else {
+                    let mut lanes = [-1e30f32; 4];
+                    let mut scaled = [0f32; 4];
+                    vst1q_f32(scaled.as_mut_ptr(), vmulq_f32(*acc, scale));
+                    for (l, lane) in lanes.iter_mut().enumerate().take(len.saturating_sub(col)) {
+                        *lane = scaled[l] + mask[col + l];
                     }
-                }
-                let s = vld1q_f32(lanes.as_ptr());
+                    vld1q_f32(lanes.as_ptr())
+                };
                 max = vmaxq_f32(max, s);
                 vst1q_f32(out.add(col), s);
             }
-            j0 += 4 * chunks;
         }
         let max = vdupq_n_f32(vmaxvq_f32(max));
         for col in (0..padded).step_by(4) {
@@ -57,7 +55,7 @@ pub(crate) unsafe fn scores_row(q: &[f32], kt: &[f32], scale: f32, mask: &[f32],
 }
 
 /// `out = Σ_j e[j] · v[j, col..col + d] / Σ_j e[j]` (`e` the row's exponentials, `d = out.len()`
-/// a multiple of 16 up to 64). Two keys at a time into two sets of sums.
+/// a multiple of 16 up to 64).
 ///
 /// # Safety
 /// `v` holds `e.len()` rows of `width ≥ col + out.len()`.
@@ -69,27 +67,37 @@ pub(crate) unsafe fn weighted_rows(
     col: usize,
     out: &mut [f32],
 ) {
-    let chunks = out.len() / 4;
-    debug_assert!(chunks <= 16);
     // SAFETY: the contract above.
     unsafe {
-        let mut acc = [[vdupq_n_f32(0.0); 16]; 2];
-        let v = v.as_ptr().add(col);
-        let pairs = e.len() / 2 * 2;
-        for j in (0..pairs).step_by(2) {
-            for (u, acc) in acc.iter_mut().enumerate() {
-                let ej = e[j + u];
-                let row = v.add((j + u) * width);
-                for (c, acc) in acc.iter_mut().enumerate().take(chunks) {
-                    *acc = vfmaq_n_f32(*acc, vld1q_f32(row.add(4 * c)), ej);
-                }
-            }
+        match out.len() {
+            16 => weighted::<4>(e, v, width, col, out),
+            32 => weighted::<8>(e, v, width, col, out),
+            48 => weighted::<12>(e, v, width, col, out),
+            64 => weighted::<16>(e, v, width, col, out),
+            d => unreachable!("head size {d}: the operator takes multiples of 16 up to 64"),
         }
-        for (j, &ej) in e.iter().enumerate().skip(pairs) {
-            let row = v.add(j * width);
-            for (c, acc) in acc[0].iter_mut().enumerate().take(chunks) {
+    }
+}
+
+/// [`weighted_rows`] for a head of `4 · C` columns: `C` accumulators, in registers.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn weighted<const C: usize>(
+    e: &[f32],
+    v: &[f32],
+    width: usize,
+    col: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: as in `weighted_rows`.
+    unsafe {
+        let mut acc = [vdupq_n_f32(0.0); C];
+        let mut row = v.as_ptr().add(col);
+        for &ej in e {
+            for (c, acc) in acc.iter_mut().enumerate() {
                 *acc = vfmaq_n_f32(*acc, vld1q_f32(row.add(4 * c)), ej);
             }
+            row = row.add(width);
         }
         let mut sum = vdupq_n_f32(0.0);
         let mut at = 0;
@@ -99,10 +107,8 @@ pub(crate) unsafe fn weighted_rows(
         }
         let tail: f32 = e[at..].iter().sum();
         let inv = vdupq_n_f32(1.0 / (vaddvq_f32(sum) + tail));
-        let [a0, a1] = &acc;
-        for (c, (x0, x1)) in a0.iter().zip(a1).enumerate().take(chunks) {
-            let total = vaddq_f32(*x0, *x1);
-            vst1q_f32(out.as_mut_ptr().add(4 * c), vmulq_f32(total, inv));
+        for (c, acc) in acc.iter().enumerate() {
+            vst1q_f32(out.as_mut_ptr().add(4 * c), vmulq_f32(*acc, inv));
         }
     }
 }
