@@ -138,7 +138,7 @@ def main():
                     fail(f"{name} serve: answers {served} vs host {host_serve}")
                 board_info = json.loads(run(cmd + ["board", "--json"], env=env).stdout or b"{}")
                 kernel = board_info.get("kernels", {}).get("int8_kernel", "?")
-                if dotprod is not None and ("SDOT" in kernel) != dotprod:
+                if dotprod is not None and ("sdot" in kernel.lower()) != dotprod:
                     fail(f"{name}: int8 kernel {kernel}, expected dotprod={dotprod}")
                 for case, args, stdin in cases:
                     p = run(cmd + args, stdin, env)
