@@ -4,9 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use edgebert_runtime::cli::{self, exit, exit_code, parse_args, LabelSource, ModelSource};
+use edgebert_runtime::serve::Limits;
 use edgebert_runtime::{Classifier, ClassifierOptions, Error};
 
 mod bench;
@@ -16,6 +18,50 @@ mod compile;
 mod info;
 mod pack;
 mod serve;
+
+/// `serve --socket`'s bounds (docs/reliability.md); the defaults fit a 512 MB board.
+#[derive(Args)]
+struct SocketArgs {
+    /// Clients served at once; one more gets an error line and is closed.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Longest request line in bytes; longer ones are answered with an error.
+    #[arg(long, default_value_t = Limits::default().max_request_bytes)]
+    max_request_bytes: usize,
+    /// Seconds a client may take to finish a request line, or to take its waiting answers.
+    #[arg(long, default_value_t = Limits::default().read_timeout.as_secs_f64())]
+    io_timeout: f64,
+    /// Seconds a connection may stay silent before it is closed.
+    #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs_f64())]
+    idle_timeout: f64,
+    /// The socket file's permissions, in octal (600: the owner only; 660: the group too).
+    #[arg(long, default_value = "600", value_parser = parse_mode)]
+    socket_mode: u32,
+}
+
+impl SocketArgs {
+    fn limits(&self) -> Limits {
+        let secs = |s: f64| Duration::from_secs_f64(s.clamp(0.001, 1e6));
+        Limits {
+            max_connections: self.max_connections.max(1),
+            max_request_bytes: self.max_request_bytes.max(1),
+            read_timeout: secs(self.io_timeout),
+            write_timeout: secs(self.io_timeout),
+            idle_timeout: secs(self.idle_timeout),
+            socket_mode: self.socket_mode,
+            ..Limits::default()
+        }
+    }
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    match u32::from_str_radix(s, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!(
+            "`{s}` is not an octal file mode such as 600 or 660"
+        )),
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +108,8 @@ enum Command {
         /// Listen on this Unix socket instead of stdin/stdout.
         #[arg(long)]
         socket: Option<PathBuf>,
+        #[command(flatten)]
+        limits: SocketArgs,
         #[command(flatten)]
         model: ModelArgs,
         #[command(flatten)]
@@ -241,12 +289,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Serve {
             socket,
+            limits,
             model,
             gpio,
         } => {
             let mut classifier = model_source(model)?.load(options)?;
             attach_pins(&mut classifier, &gpio)?;
-            serve::run(classifier, socket)
+            serve::run(classifier, socket, limits.limits())
         }
         Command::Board { model, json } => {
             let classifier = model_source(model)?.load(options)?;
