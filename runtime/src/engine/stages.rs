@@ -267,7 +267,7 @@ impl Pieces {
         ) -> TractResult<TVec<TValue>>,
     {
         if inputs.len() != self.inputs.len() {
-            anyhow::bail!(
+            tract_onnx::tract_core::internal::bail!(
                 "{} inputs given, the graph takes {}",
                 inputs.len(),
                 self.inputs.len()

@@ -34,6 +34,8 @@ use crate::error::InputError;
 
 /// Texts of one `texts` request classified per turn; the rest wait for the request's next turn.
 pub const TEXTS_PER_TURN: usize = 4;
+/// Single-text requests of one turn classified together (the classifier's batch size).
+const SINGLES_PER_BATCH: usize = 8;
 
 /// What one client may hold of the server, and how long it may keep it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +316,7 @@ struct Done {
 }
 
 const STOPPING: &str = "server is stopping: request not run";
+const STOPPED_MID: &str = "server is stopping: request not finished";
 
 /// The worker: takes a turn's jobs, answers them, hands the answers back and wakes the loop.
 fn work(
@@ -324,7 +327,7 @@ fn work(
     stop: &AtomicBool,
 ) {
     for turn in jobs {
-        let answers = run_turn(&mut classifier, turn, stop.load(Ordering::SeqCst));
+        let answers = run_turn(&mut classifier, turn, stop);
         if done.send(answers).is_err() {
             return;
         }
@@ -333,8 +336,10 @@ fn work(
 }
 
 /// Answers one turn: single texts together in one batch, each `texts` request
-/// [`TEXTS_PER_TURN`] texts further. Once stopping, nothing new starts.
-fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stopping: bool) -> Vec<Done> {
+/// [`TEXTS_PER_TURN`] texts further. Once stopping, nothing new starts: the flag is read before
+/// every batch, so a stop waits for one batch at most, however many clients take part.
+fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stop: &AtomicBool) -> Vec<Done> {
+    let stopping = || stop.load(Ordering::SeqCst);
     let line = |v: Value| {
         let mut bytes = v.to_string().into_bytes();
         bytes.push(b'\n');
@@ -347,7 +352,7 @@ fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stopping: bool) -> Vec<
     for (ix, job) in turn.into_iter().enumerate() {
         outcomes.push(match job.item {
             Item::Error(v) => Some(line(v)),
-            Item::Line(l) if stopping => Some(line(protocol::error(
+            Item::Line(l) if stopping() => Some(line(protocol::error(
                 &protocol::request_id(&l),
                 STOPPING.into(),
             ))),
@@ -377,30 +382,37 @@ fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stopping: bool) -> Vec<
                     None
                 }
             },
-            Item::Partial(p) if stopping => Some(line(protocol::error(
-                &p.id,
-                "server is stopping: request not finished".into(),
-            ))),
+            Item::Partial(p) if stopping() => {
+                Some(line(protocol::error(&p.id, STOPPED_MID.into())))
+            }
             Item::Partial(p) => {
                 partials.push((ix, p));
                 None
             }
         });
     }
-    if !singles.is_empty() {
-        let texts: Vec<&str> = singles.iter().map(|s| s.3.as_str()).collect();
-        let results = classifier.classify_batch(&texts);
-        for (n, (ix, id, top_k, _)) in singles.iter().enumerate() {
+    for group in singles.chunks(SINGLES_PER_BATCH) {
+        let results = if stopping() {
+            Err(STOPPING.to_string())
+        } else {
+            let texts: Vec<&str> = group.iter().map(|s| s.3.as_str()).collect();
+            classifier.classify_batch(&texts).map_err(|e| e.to_string())
+        };
+        for (n, (ix, id, top_k, _)) in group.iter().enumerate() {
             outcomes[*ix] = Some(line(match &results {
                 Ok(r) => match r.get(n) {
                     Some(r) => protocol::one_json(id, *top_k, r),
                     None => protocol::error(id, InputError::Empty.to_string()),
                 },
-                Err(e) => protocol::error(id, e.to_string()),
+                Err(e) => protocol::error(id, e.clone()),
             }));
         }
     }
     for (ix, mut p) in partials {
+        if stopping() {
+            outcomes[ix] = Some(line(protocol::error(&p.id, STOPPED_MID.into())));
+            continue;
+        }
         let start = p.results.len();
         let end = (start + TEXTS_PER_TURN).min(p.texts.len());
         outcomes[ix] = Some(match classifier.classify_batch(&p.texts[start..end]) {
