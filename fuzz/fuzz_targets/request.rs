@@ -3,25 +3,11 @@
 //! model, as the socket server and `serve` on stdin do. Any panic is a bug.
 #![no_main]
 
-use std::sync::{Mutex, OnceLock};
-
 use edgebert_runtime::serve::{self, LineStatus};
-use edgebert_runtime::{Classifier, ClassifierOptions};
 use libfuzzer_sys::fuzz_target;
 
-/// The demo bundle (a seed of the `bundle` target: one mode byte, then the bundle).
-static DEMO: &[u8] = include_bytes!("../seeds/demo-raw");
-
-fn classifier() -> &'static Mutex<Classifier> {
-    static C: OnceLock<Mutex<Classifier>> = OnceLock::new();
-    C.get_or_init(|| {
-        let c = Classifier::from_bundle_bytes(&DEMO[1..], ClassifierOptions::default());
-        Mutex::new(c.expect("the demo bundle loads"))
-    })
-}
-
 fuzz_target!(init: edgebert_runtime::contain::install_panic_hook(), |data: &[u8]| {
-    let mut classifier = classifier().lock().unwrap();
+    let mut classifier = edgebert_fuzz::demo_classifier().lock().unwrap();
     let mut reader = data;
     let mut line = Vec::new();
     // A small cap, so that the over-long path is reached too.

@@ -244,7 +244,7 @@ fn connections_over_the_bound_are_refused_unless_one_is_idle() {
 }
 
 #[test]
-fn a_line_that_stalls_is_answered_with_an_error_and_closed() {
+fn a_line_too_long_or_stalled_is_answered_with_an_error_and_closed() {
     let m = TinyModel::new();
     let limits = Limits {
         read_timeout: Duration::from_millis(200),
@@ -252,20 +252,25 @@ fn a_line_that_stalls_is_answered_with_an_error_and_closed() {
         ..Limits::default()
     };
     let server = Running::start(&m, limits);
+    // Too long: answered after what came before, then closed without reading the rest.
     let mut client = server.connect();
     client.send(&json!({"id": 1, "text": "fine"}));
-    let long = "x".repeat(5000);
-    client.send(&json!({"id": 2, "text": long}));
-    client
-        .stream
-        .write_all(br#"{"id": 3, "text": "never fini"#)
-        .unwrap();
+    client.send(&json!({"id": 2, "text": "x".repeat(5000)}));
     assert_eq!(client.answer().unwrap()["id"], 1);
     let too_long = client.answer().unwrap();
     assert!(too_long["error"]
         .as_str()
         .unwrap()
         .contains("longer than 1000 bytes"));
+    assert!(client.answer().is_none(), "then closed");
+    // Stalled halfway through a line.
+    let mut client = server.connect();
+    client.send(&json!({"id": 3, "text": "fine"}));
+    client
+        .stream
+        .write_all(br#"{"id": 4, "text": "never fini"#)
+        .unwrap();
+    assert_eq!(client.answer().unwrap()["id"], 3);
     let stalled = client.answer().unwrap();
     assert!(
         stalled["error"].as_str().unwrap().contains("not finished"),

@@ -7,7 +7,7 @@
 //! Every connection's buffers are bounded both ways: the line being read (`max_request_bytes`),
 //! requests read but not answered (`max_pending`), answers not yet taken (`max_outgoing_bytes`).
 //! When one fills, the server stops reading that client instead of growing. The worker takes one
-//! request per connection per turn (a `texts` request [`TEXTS_PER_TURN`] texts at a time), so a
+//! request per connection per turn (a `texts` request its share of [`TEXTS_PER_TURN`]), so a
 //! client that pipelines thousands of requests or sends the largest `texts` arrays gets its turn
 //! and no more. Single-text requests of one turn are classified together as one batch.
 //! A client that does not take its answers for `write_timeout`, stalls halfway through a line for
@@ -32,8 +32,10 @@ use super::protocol::{self, Request, Texts};
 use crate::classifier::{Classifier, Prediction};
 use crate::error::InputError;
 
-/// Texts of one `texts` request classified per turn; the rest wait for the request's next turn.
-pub const TEXTS_PER_TURN: usize = 4;
+/// Texts classified per turn when one connection has work; with several, each `texts` request
+/// gets an equal share (at least one text), the rest waits for its next turn. A client's share
+/// of the classifier is one text per turn whatever the size of its requests.
+pub const TEXTS_PER_TURN: usize = 8;
 /// Single-text requests of one turn classified together (the classifier's batch size).
 const SINGLES_PER_BATCH: usize = 8;
 
@@ -336,7 +338,7 @@ fn work(
 }
 
 /// Answers one turn: single texts together in one batch, each `texts` request
-/// [`TEXTS_PER_TURN`] texts further. Once stopping, nothing new starts: the flag is read before
+/// its share of [`TEXTS_PER_TURN`] texts further. Once stopping, nothing new starts: the flag is read before
 /// every batch, so a stop waits for one batch at most, however many clients take part.
 fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stop: &AtomicBool) -> Vec<Done> {
     let stopping = || stop.load(Ordering::SeqCst);
@@ -349,6 +351,7 @@ fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stop: &AtomicBool) -> V
     let mut singles: Vec<(usize, Value, Option<usize>, String)> = Vec::new();
     let mut partials: Vec<(usize, Box<Partial>)> = Vec::new();
     let conns: Vec<usize> = turn.iter().map(|j| j.conn).collect();
+    let share = (TEXTS_PER_TURN / turn.len().max(1)).max(1);
     for (ix, job) in turn.into_iter().enumerate() {
         outcomes.push(match job.item {
             Item::Error(v) => Some(line(v)),
@@ -414,7 +417,7 @@ fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stop: &AtomicBool) -> V
             continue;
         }
         let start = p.results.len();
-        let end = (start + TEXTS_PER_TURN).min(p.texts.len());
+        let end = (start + share).min(p.texts.len());
         outcomes[ix] = Some(match classifier.classify_batch(&p.texts[start..end]) {
             Err(e) => line(protocol::error(&p.id, e.to_string())),
             Ok(r) => {
@@ -439,9 +442,7 @@ struct Conn {
     stream: UnixStream,
     /// The line being read (without its newline).
     line: Vec<u8>,
-    /// Inside a line over `max_request_bytes`: its bytes are dropped up to its newline.
-    skipping: bool,
-    /// When the unfinished line (`line` or the skipped one) began.
+    /// When the unfinished line began.
     line_since: Option<Instant>,
     pending: VecDeque<Item>,
     /// One of its requests is with the worker.
@@ -465,7 +466,6 @@ impl Conn {
         Conn {
             stream,
             line: Vec::new(),
-            skipping: false,
             line_since: None,
             pending: VecDeque::new(),
             at_worker: false,
@@ -498,8 +498,8 @@ impl Conn {
             match self.stream.read(scratch) {
                 Ok(0) => {
                     // EOF: a last line without its newline is still a request.
-                    if !self.line.is_empty() || self.skipping {
-                        self.end_line(limits);
+                    if !self.line.is_empty() {
+                        self.end_line();
                     }
                     self.reading = false;
                 }
@@ -518,40 +518,43 @@ impl Conn {
     }
 
     fn take(&mut self, mut bytes: &[u8], limits: &Limits, now: Instant) {
-        while let Some(i) = bytes.iter().position(|&b| b == b'\n') {
-            self.append(&bytes[..i], limits);
-            self.end_line(limits);
-            bytes = &bytes[i + 1..];
+        while self.reading {
+            let (part, end) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(i) => (&bytes[..i], Some(i + 1)),
+                None => (bytes, None),
+            };
+            if self.line.len() + part.len() > limits.max_request_bytes {
+                // Answered, then closed: reading the rest of a line that may be gigabytes long
+                // would cost the server what the client chooses.
+                let max = limits.max_request_bytes;
+                let e = format!("request longer than {max} bytes; closing");
+                self.stop_reading(json!({"id": null, "error": e}));
+                return;
+            }
+            self.line.extend_from_slice(part);
+            let Some(end) = end else {
+                break;
+            };
+            self.end_line();
+            bytes = &bytes[end..];
         }
-        self.append(bytes, limits);
-        let unfinished = !self.line.is_empty() || self.skipping;
-        self.line_since = if unfinished {
-            self.line_since.or(Some(now))
-        } else {
+        self.line_since = if self.line.is_empty() {
             None
+        } else {
+            self.line_since.or(Some(now))
         };
     }
 
-    fn append(&mut self, bytes: &[u8], limits: &Limits) {
-        if self.skipping {
-            return;
-        }
-        if self.line.len() + bytes.len() > limits.max_request_bytes {
-            self.skipping = true;
-            self.line = Vec::new();
-        } else {
-            self.line.extend_from_slice(bytes);
-        }
+    /// Reads no more from this client; `last` is answered after what it sent before.
+    fn stop_reading(&mut self, last: Value) {
+        self.pending.push_back(Item::Error(last));
+        self.reading = false;
+        self.line = Vec::new();
+        self.line_since = None;
     }
 
-    fn end_line(&mut self, limits: &Limits) {
+    fn end_line(&mut self) {
         self.line_since = None;
-        if std::mem::take(&mut self.skipping) {
-            let max = limits.max_request_bytes;
-            let e = json!({"id": null, "error": format!("request longer than {max} bytes")});
-            self.pending.push_back(Item::Error(e));
-            return;
-        }
         let mut line = std::mem::take(&mut self.line);
         if line.last() == Some(&b'\r') {
             line.pop();
@@ -603,12 +606,8 @@ impl Conn {
             if self.reading && now - since >= limits.read_timeout {
                 // Answered in order, after what it sent before; closed once that is written.
                 let secs = limits.read_timeout.as_secs_f64();
-                let e = json!({"id": null, "error": format!("request line not finished within {secs} s")});
-                self.pending.push_back(Item::Error(e));
-                self.reading = false;
-                self.line = Vec::new();
-                self.skipping = false;
-                self.line_since = None;
+                let e = format!("request line not finished within {secs} s; closing");
+                self.stop_reading(json!({"id": null, "error": e}));
                 return Verdict::Stalled;
             }
         }
@@ -618,7 +617,7 @@ impl Conn {
         if !self.reading {
             return Verdict::Close(Close::Done);
         }
-        let idle = self.line.is_empty() && !self.skipping;
+        let idle = self.line.is_empty();
         if idle && now - self.seen >= limits.idle_timeout {
             Verdict::Close(Close::Idle)
         } else {
@@ -807,7 +806,7 @@ impl Loop {
         let idlest = self
             .conns
             .iter()
-            .filter(|(_, c)| c.reading && c.drained() && c.line.is_empty() && !c.skipping)
+            .filter(|(_, c)| c.reading && c.drained() && c.line.is_empty())
             .filter(|(_, c)| now - c.seen >= MIN_IDLE_TO_EVICT)
             .min_by_key(|(_, c)| c.seen)
             .map(|(&id, _)| id);
@@ -884,7 +883,6 @@ impl Loop {
         for c in self.conns.values_mut() {
             c.reading = false;
             c.line = Vec::new();
-            c.skipping = false;
             c.line_since = None;
         }
     }
