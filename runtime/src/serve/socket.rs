@@ -5,7 +5,8 @@
 //! it never waits for a client, so a client that stops reading blocks nobody (a thread per
 //! connection writing under the classifier's lock did: one full socket buffer stopped the service).
 //! Every connection's buffers are bounded both ways: the line being read (`max_request_bytes`),
-//! requests read but not answered (`max_pending`), answers not yet taken (`max_outgoing_bytes`).
+//! requests read but not answered (`max_pending`, and their bytes `max_request_bytes`), answers
+//! not yet taken (`max_outgoing_bytes`).
 //! When one fills, the server stops reading that client instead of growing. The worker takes one
 //! request per connection per turn (a `texts` request its share of [`TEXTS_PER_TURN`]), so a
 //! client that pipelines thousands of requests or sends the largest `texts` arrays gets its turn
@@ -44,9 +45,10 @@ const SINGLES_PER_BATCH: usize = 8;
 pub struct Limits {
     /// Connections served at once; one more gets an error line and is closed.
     pub max_connections: usize,
-    /// Longest request line; a longer one is skipped (never held) and answered with an error.
+    /// Longest request line; a longer one is answered with an error and its connection closed.
     pub max_request_bytes: usize,
-    /// Requests read from one connection and not yet answered; past it, reading that client waits.
+    /// Requests read from one connection and not yet answered; past it, or past
+    /// `max_request_bytes` of them, reading that client waits.
     pub max_pending: usize,
     /// Answers to one connection not yet taken by it; past it, reading that client waits.
     pub max_outgoing_bytes: usize,
@@ -63,7 +65,9 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Sized for a 512 MB Pi Zero 2 W: at most 32 × (1 MiB line + 256 KiB answers) buffered.
+    /// Sized for a 512 MB Pi Zero 2 W: per connection at most the line being read (1 MiB), requests
+    /// queued (under 2 MiB), the one at the worker (1 MiB) and 256 KiB of answers plus one: about
+    /// 150 MiB for 32 clients in the worst case.
     fn default() -> Self {
         Limits {
             max_connections: 32,
@@ -445,6 +449,8 @@ struct Conn {
     /// When the unfinished line began.
     line_since: Option<Instant>,
     pending: VecDeque<Item>,
+    /// Bytes of the request lines in `pending`.
+    pending_bytes: usize,
     /// One of its requests is with the worker.
     at_worker: bool,
     out: Vec<u8>,
@@ -468,6 +474,7 @@ impl Conn {
             line: Vec::new(),
             line_since: None,
             pending: VecDeque::new(),
+            pending_bytes: 0,
             at_worker: false,
             out: Vec::new(),
             written: 0,
@@ -485,7 +492,9 @@ impl Conn {
 
     /// Reading waits while this client has enough queued either way.
     fn full(&self, limits: &Limits) -> bool {
-        self.pending.len() >= limits.max_pending || self.waiting_out() >= limits.max_outgoing_bytes
+        self.pending.len() >= limits.max_pending
+            || self.pending_bytes >= limits.max_request_bytes
+            || self.waiting_out() >= limits.max_outgoing_bytes
     }
 
     /// Nothing read, queued, at the worker or waiting to be written.
@@ -560,6 +569,7 @@ impl Conn {
             line.pop();
         }
         if !line.iter().all(u8::is_ascii_whitespace) {
+            self.pending_bytes += line.len();
             self.pending.push_back(Item::Line(line));
         }
     }
@@ -837,6 +847,9 @@ impl Loop {
             if let Some(c) = self.conns.get_mut(&id) {
                 if !c.at_worker && !c.broken {
                     if let Some(item) = c.pending.pop_front() {
+                        if let Item::Line(line) = &item {
+                            c.pending_bytes -= line.len();
+                        }
                         c.at_worker = true;
                         turn.push(Job { conn: id, item });
                     }
