@@ -8,12 +8,16 @@
 pub mod lines;
 pub mod protocol;
 #[cfg(all(unix, feature = "serve"))]
+mod shares;
+#[cfg(all(unix, feature = "serve"))]
 pub mod socket;
 #[cfg(feature = "serve")]
 pub mod stream;
 
 pub use lines::{classify_lines, read_line_capped, LineStatus, LinesError, MAX_REQUEST_BYTES};
 pub use protocol::{answer, prediction_json, MAX_TEXTS};
+#[cfg(all(unix, feature = "serve"))]
+pub use shares::TOKENS_PER_TURN;
 #[cfg(all(unix, feature = "serve"))]
 pub use socket::{Limits, ListenError, ServeStats, Server, StopHandle};
 #[cfg(feature = "serve")]

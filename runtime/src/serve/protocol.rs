@@ -80,6 +80,11 @@ pub fn error(id: &Value, message: String) -> Value {
     json!({"id": id, "error": message})
 }
 
+/// The answer to a request line over `max` bytes (its `id` is never read: the line is not).
+pub fn too_long(max: usize) -> Value {
+    error(&Value::Null, format!("request longer than {max} bytes"))
+}
+
 /// The `id` of a request line, as far as it can be read (`null` otherwise): for answering a
 /// request that will not be classified (the server is stopping).
 pub fn request_id(line: &[u8]) -> Value {

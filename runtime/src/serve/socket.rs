@@ -8,9 +8,10 @@
 //! requests read but not answered (`max_pending`, and their bytes `max_request_bytes`), answers
 //! not yet taken (`max_outgoing_bytes`).
 //! When one fills, the server stops reading that client instead of growing. The worker takes one
-//! request per connection per turn (a `texts` request its share of [`TEXTS_PER_TURN`]), so a
-//! client that pipelines thousands of requests or sends the largest `texts` arrays gets its turn
-//! and no more. Single-text requests of one turn are classified together as one batch.
+//! request per connection per turn, shared by tokens (`shares.rs`: deficit round robin), so a
+//! client that pipelines thousands of requests or sends the largest `texts` arrays of the longest
+//! texts gets its share of the classifier and no more. Single-text requests of one turn are
+//! classified together as one batch.
 //! A client that does not take its answers for `write_timeout`, stalls halfway through a line for
 //! `read_timeout`, or says nothing for `idle_timeout` is disconnected; a connection past
 //! `max_connections` takes the place of the connection idle the longest (idle for at least
@@ -30,13 +31,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::{json, Value};
 
 use super::protocol::{self, Request, Texts};
+use super::shares::Shares;
 use crate::classifier::{Classifier, Prediction};
 use crate::error::InputError;
 
-/// Texts classified per turn when one connection has work; with several, each `texts` request
-/// gets an equal share (at least one text), the rest waits for its next turn. A client's share
-/// of the classifier is one text per turn whatever the size of its requests.
-pub const TEXTS_PER_TURN: usize = 8;
 /// Single-text requests of one turn classified together (the classifier's batch size).
 const SINGLES_PER_BATCH: usize = 8;
 
@@ -251,7 +249,7 @@ impl Server {
             listener: Some(listener),
             path,
             conns: HashMap::new(),
-            turns: VecDeque::new(),
+            shares: Shares::default(),
             next_id: FIRST_CONNECTION,
             worker_busy: false,
             stats: ServeStats::default(),
@@ -307,6 +305,9 @@ struct Partial {
 struct Job {
     conn: usize,
     item: Item,
+    /// Tokens this connection may use this turn (a `texts` request stops after them; one text
+    /// at least).
+    budget: usize,
 }
 
 enum Outcome {
@@ -319,6 +320,8 @@ enum Outcome {
 struct Done {
     conn: usize,
     outcome: Outcome,
+    /// Tokens classified for it this turn.
+    spent: usize,
 }
 
 const STOPPING: &str = "server is stopping: request not run";
@@ -341,8 +344,8 @@ fn work(
     }
 }
 
-/// Answers one turn: single texts together in one batch, each `texts` request
-/// its share of [`TEXTS_PER_TURN`] texts further. Once stopping, nothing new starts: the flag is read before
+/// Answers one turn: single texts together in batches, each `texts` request
+/// its budget of tokens further. Once stopping, nothing new starts: the flag is read before
 /// every batch, so a stop waits for one batch at most, however many clients take part.
 fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stop: &AtomicBool) -> Vec<Done> {
     let stopping = || stop.load(Ordering::SeqCst);
@@ -352,10 +355,11 @@ fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stop: &AtomicBool) -> V
         Outcome::Answer(bytes)
     };
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(turn.len());
+    let mut spent = vec![0; turn.len()];
     let mut singles: Vec<(usize, Value, Option<usize>, String)> = Vec::new();
     let mut partials: Vec<(usize, Box<Partial>)> = Vec::new();
     let conns: Vec<usize> = turn.iter().map(|j| j.conn).collect();
-    let share = (TEXTS_PER_TURN / turn.len().max(1)).max(1);
+    let budgets: Vec<usize> = turn.iter().map(|j| j.budget).collect();
     for (ix, job) in turn.into_iter().enumerate() {
         outcomes.push(match job.item {
             Item::Error(v) => Some(line(v)),
@@ -408,7 +412,10 @@ fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stop: &AtomicBool) -> V
         for (n, (ix, id, top_k, _)) in group.iter().enumerate() {
             outcomes[*ix] = Some(line(match &results {
                 Ok(r) => match r.get(n) {
-                    Some(r) => protocol::one_json(id, *top_k, r),
+                    Some(r) => {
+                        spent[*ix] = cost(r);
+                        protocol::one_json(id, *top_k, r)
+                    }
                     None => protocol::error(id, InputError::Empty.to_string()),
                 },
                 Err(e) => protocol::error(id, e.clone()),
@@ -421,10 +428,11 @@ fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stop: &AtomicBool) -> V
             continue;
         }
         let start = p.results.len();
-        let end = (start + share).min(p.texts.len());
+        let end = start + within_budget(classifier, &p.texts[start..], budgets[ix]);
         outcomes[ix] = Some(match classifier.classify_batch(&p.texts[start..end]) {
             Err(e) => line(protocol::error(&p.id, e.to_string())),
             Ok(r) => {
+                spent[ix] = r.iter().map(cost).sum();
                 p.results.extend(r);
                 if p.results.len() == p.texts.len() {
                     line(protocol::many_json(&p.id, p.top_k, &p.results))
@@ -437,8 +445,33 @@ fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stop: &AtomicBool) -> V
     conns
         .into_iter()
         .zip(outcomes)
-        .filter_map(|(conn, outcome)| outcome.map(|outcome| Done { conn, outcome }))
+        .zip(spent)
+        .filter_map(|((conn, outcome), spent)| {
+            outcome.map(|outcome| Done {
+                conn,
+                outcome,
+                spent,
+            })
+        })
         .collect()
+}
+
+/// What classifying a text cost, in tokens (a text refused before the model costs one).
+fn cost(result: &Result<Prediction, InputError>) -> usize {
+    result.as_ref().map_or(1, |p| p.tokens.max(1))
+}
+
+/// How many of `texts`, from the first, a `budget` of tokens starts: another while some is left,
+/// one at least (what goes over is charged as a debt, see [`Shares`]).
+fn within_budget(classifier: &Classifier, texts: &[String], budget: usize) -> usize {
+    let mut used = 0;
+    for (n, text) in texts.iter().enumerate() {
+        if n > 0 && used >= budget {
+            return n;
+        }
+        used += classifier.encode(text).map_or(1, |e| e.ids.len().max(1));
+    }
+    texts.len()
 }
 
 /// One client's connection.
@@ -535,9 +568,7 @@ impl Conn {
             if self.line.len() + part.len() > limits.max_request_bytes {
                 // Answered, then closed: reading the rest of a line that may be gigabytes long
                 // would cost the server what the client chooses.
-                let max = limits.max_request_bytes;
-                let e = format!("request longer than {max} bytes; closing");
-                self.stop_reading(json!({"id": null, "error": e}));
+                self.stop_reading(protocol::too_long(limits.max_request_bytes));
                 return;
             }
             self.line.extend_from_slice(part);
@@ -658,8 +689,8 @@ struct Loop {
     listener: Option<UnixListener>,
     path: PathBuf,
     conns: HashMap<usize, Conn>,
-    /// Connections in turn order (round-robin).
-    turns: VecDeque<usize>,
+    /// Connections in turn order and their shares of the classifier.
+    shares: Shares,
     next_id: usize,
     worker_busy: bool,
     stats: ServeStats,
@@ -726,6 +757,7 @@ impl Loop {
                         continue;
                     };
                     c.at_worker = false;
+                    self.shares.charge(d.conn, d.spent);
                     match d.outcome {
                         Outcome::Answer(bytes) => {
                             c.queue_answer(&bytes, now);
@@ -804,7 +836,7 @@ impl Loop {
                 continue;
             }
             self.conns.insert(id, Conn::new(stream, now));
-            self.turns.push_back(id);
+            self.shares.join(id);
             self.stats.connections += 1;
         }
     }
@@ -831,29 +863,34 @@ impl Loop {
     fn close(&mut self, poll: &Poll, id: usize) -> Option<Conn> {
         let mut c = self.conns.remove(&id)?;
         let _ = poll.registry().deregister(&mut c.stream);
-        self.turns.retain(|&t| t != id);
+        self.shares.leave(id);
         Some(c)
     }
 
-    /// One request from each connection that has one and none at the worker, in turn order,
-    /// starting after the last connection served.
+    /// One request from each connection that has one, none at the worker, and its share of the
+    /// classifier left ([`Shares`]).
     fn next_turn(&mut self) -> Vec<Job> {
+        let conns = &mut self.conns;
+        let ready = |id: usize| {
+            conns
+                .get(&id)
+                .is_some_and(|c| !c.at_worker && !c.broken && !c.pending.is_empty())
+        };
         let mut turn = Vec::new();
-        for _ in 0..self.turns.len() {
-            let Some(id) = self.turns.pop_front() else {
-                break;
+        for (id, budget) in self.shares.next_turn(ready) {
+            let Some(c) = conns.get_mut(&id) else {
+                continue;
             };
-            self.turns.push_back(id);
-            if let Some(c) = self.conns.get_mut(&id) {
-                if !c.at_worker && !c.broken {
-                    if let Some(item) = c.pending.pop_front() {
-                        if let Item::Line(line) = &item {
-                            c.pending_bytes -= line.len();
-                        }
-                        c.at_worker = true;
-                        turn.push(Job { conn: id, item });
-                    }
+            if let Some(item) = c.pending.pop_front() {
+                if let Item::Line(line) = &item {
+                    c.pending_bytes -= line.len();
                 }
+                c.at_worker = true;
+                turn.push(Job {
+                    conn: id,
+                    item,
+                    budget,
+                });
             }
         }
         turn

@@ -3,10 +3,8 @@
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 
-use serde_json::json;
-
 use super::lines::{read_line_capped, LineStatus, MAX_REQUEST_BYTES};
-use super::protocol::answer;
+use super::protocol::{self, answer};
 use crate::classifier::Classifier;
 
 /// Serves one stream until EOF. Each answer is computed and written while holding the classifier,
@@ -23,9 +21,7 @@ pub fn serve_stream(
         let status = read_line_capped(&mut reader, &mut line, MAX_REQUEST_BYTES)?;
         let answer = match status {
             LineStatus::Eof => return Ok(()),
-            LineStatus::TooLong => {
-                json!({"id": null, "error": format!("request longer than {MAX_REQUEST_BYTES} bytes")})
-            }
+            LineStatus::TooLong => protocol::too_long(MAX_REQUEST_BYTES),
             LineStatus::Line if line.iter().all(u8::is_ascii_whitespace) => continue,
             LineStatus::Line => {
                 let mut guard = classifier.lock().unwrap_or_else(|p| p.into_inner());
