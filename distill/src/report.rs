@@ -10,23 +10,18 @@ use crate::train::{Job, Kind, MetricRecord, Outcome};
 
 /// `training.png` / `training.svg`: training loss by step, dev accuracy by epoch.
 pub fn training_curves(dir: &Path, records: &[MetricRecord], kind: &str) -> Result<()> {
-    let losses: Vec<(f64, f64)> = records
-        .iter()
-        .filter_map(|r| match r {
-            MetricRecord::Step { step, loss, .. } => Some((*step as f64, *loss)),
-            MetricRecord::Epoch { .. } => None,
-        })
-        .collect();
+    let losses = loss_points(records);
     let dev = dev_by_epoch(records);
     let charts = [
         Chart {
             title: format!("{kind}: training loss"),
             x_label: "step".into(),
-            y_label: "loss (mean over the last steps)".into(),
+            y_label: "loss (mean of each window of steps)".into(),
             series: vec![Series {
                 name: "train".into(),
                 points: losses,
             }],
+            whole_x: true,
             ..Default::default()
         },
         Chart {
@@ -37,6 +32,7 @@ pub fn training_curves(dir: &Path, records: &[MetricRecord], kind: &str) -> Resu
                 name: "dev".into(),
                 points: dev,
             }],
+            whole_x: true,
             ..Default::default()
         },
     ];
@@ -45,6 +41,21 @@ pub fn training_curves(dir: &Path, records: &[MetricRecord], kind: &str) -> Resu
         message: e.message,
     })?;
     Ok(())
+}
+
+/// (step, loss) of each step record, the step at the middle of the window its loss is the mean
+/// of: a short window at an epoch's end (its last steps only) sits where its steps are, not after
+/// them, so the curve shows no drop that training did not make.
+fn loss_points(records: &[MetricRecord]) -> Vec<(f64, f64)> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            MetricRecord::Step {
+                step, loss, window, ..
+            } => Some((*step as f64 - (*window).max(1) as f64 / 2.0 + 0.5, *loss)),
+            MetricRecord::Epoch { .. } => None,
+        })
+        .collect()
 }
 
 fn pct(s: &Scores) -> String {
@@ -143,4 +154,42 @@ pub fn training_report(job: &Job, out: &Outcome, records: &[MetricRecord]) -> St
     ));
     r.push_str("![training curves](training.png)\n");
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(step: usize, loss: f64, window: usize) -> MetricRecord {
+        MetricRecord::Step {
+            step,
+            epoch: 0.0,
+            loss,
+            window,
+            lr: 1e-4,
+            grad_norm: 1.0,
+            examples_per_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn loss_points_sit_in_the_middle_of_their_window() {
+        let records = [
+            step(10, 0.9, 10),
+            step(20, 0.7, 10),
+            step(23, 0.6, 3),
+            MetricRecord::Epoch {
+                step: 23,
+                epoch: 1,
+                dev_accuracy: 0.8,
+                dev_macro_f1: 0.8,
+            },
+            // A record from before `window` existed: at its step.
+            step(30, 0.5, 0),
+        ];
+        assert_eq!(
+            loss_points(&records),
+            [(5.5, 0.9), (15.5, 0.7), (22.0, 0.6), (30.0, 0.5)]
+        );
+    }
 }

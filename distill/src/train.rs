@@ -372,6 +372,7 @@ pub fn run(job: Job) -> Result<Outcome> {
                     step: pos.step,
                     epoch: pos.epoch as f64 + pos.batch as f64 / batches.len() as f64,
                     loss: loss_sum / loss_n as f64,
+                    window: loss_n,
                     lr,
                     grad_norm: info.grad_norm,
                     examples_per_s: rate,
@@ -738,6 +739,10 @@ pub enum MetricRecord {
         epoch: f64,
         /// Mean training loss since the last record.
         loss: f64,
+        /// How many steps that mean is over: `log_every`, fewer at an epoch's end (0 in records
+        /// written before this field).
+        #[serde(default)]
+        window: usize,
         lr: f64,
         grad_norm: f64,
         examples_per_s: f64,

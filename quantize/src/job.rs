@@ -189,6 +189,7 @@ impl QuantizeSummary {
                     .map(|(i, t)| (i as f64, t.sqnr_db.min(99.0)))
                     .collect(),
             }],
+            ..Default::default()
         };
         let mut charts = vec![chart];
         if !self.activations.is_empty() {
@@ -213,6 +214,7 @@ impl QuantizeSummary {
                         .map(|(i, a)| (i as f64, a.sqnr_db.min(99.0)))
                         .collect(),
                 }],
+                ..Default::default()
             });
         }
         crate::plot::write_charts(stem, &charts)

@@ -23,6 +23,8 @@ pub struct Chart {
     pub series: Vec<Series>,
     /// Bar chart: category names along x; each series' points are `(category index, value)`.
     pub categories: Vec<String>,
+    /// Line chart whose x axis counts (epochs, steps): ticks on whole numbers only, not 1.2, 1.4.
+    pub whole_x: bool,
 }
 
 /// Why a chart could not be written.
@@ -154,8 +156,13 @@ where
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)?;
-    c.configure_mesh()
-        .light_line_style(RGBColor(238, 238, 238))
+    let whole_ticks = |x: &f64| whole_tick_label(*x);
+    let mut mesh = c.configure_mesh();
+    if chart.whole_x {
+        mesh.x_labels(whole_tick_count(xs.0, xs.1))
+            .x_label_formatter(&whole_ticks);
+    }
+    mesh.light_line_style(RGBColor(238, 238, 238))
         .x_desc(chart.x_label.as_str())
         .y_desc(chart.y_label.as_str())
         .label_style(("sans-serif", 13))
@@ -180,6 +187,22 @@ where
             .draw()?;
     }
     Ok(())
+}
+
+/// How many ticks to ask plotters for on an x range of whole numbers: one per whole number in it,
+/// at most 10 (plotters takes the finest round step that gives no more than that).
+fn whole_tick_count(lo: f64, hi: f64) -> usize {
+    ((hi.floor() - lo.ceil()).max(0.0) as usize + 1).clamp(2, 10)
+}
+
+/// A tick's label on a whole-number axis: the number, or nothing between numbers.
+fn whole_tick_label(x: f64) -> String {
+    let whole = x.round();
+    if (x - whole).abs() < 1e-6 {
+        format!("{whole:.0}")
+    } else {
+        String::new()
+    }
 }
 
 fn bars<DB: DrawingBackend>(
@@ -246,6 +269,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn whole_number_axes_label_whole_numbers_only() {
+        // Three epochs, padded as `range` pads them: ticks 1, 2, 3 and no 1.2 or 2.5.
+        assert_eq!(whole_tick_count(0.9, 3.1), 3);
+        assert_eq!(whole_tick_count(0.95, 1.05), 2);
+        assert_eq!(whole_tick_count(-0.5, 5.5), 6);
+        assert_eq!(whole_tick_count(-16.0, 340.0), 10);
+        assert_eq!(whole_tick_label(2.0), "2");
+        assert_eq!(whole_tick_label(2.0000000001), "2");
+        assert_eq!(whole_tick_label(1.2), "");
+        assert_eq!(whole_tick_label(2.5), "");
+    }
+
+    #[test]
     fn writes_png_and_svg_with_text() {
         let dir = tempfile::tempdir().unwrap();
         let charts = [
@@ -270,6 +306,18 @@ mod tests {
                     name: "f32".into(),
                     points: vec![(0.0, 90.0), (1.0, 45.0)],
                 }],
+                ..Default::default()
+            },
+            Chart {
+                title: "dev accuracy".into(),
+                x_label: "epoch".into(),
+                y_label: "%".into(),
+                series: vec![Series {
+                    name: "dev".into(),
+                    points: vec![(1.0, 80.0), (2.0, 82.0), (3.0, 82.5)],
+                }],
+                whole_x: true,
+                ..Default::default()
             },
         ];
         let paths = write_charts(&dir.path().join("c"), &charts).unwrap();
