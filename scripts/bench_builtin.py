@@ -279,8 +279,8 @@ def main(work, edgebert, bundle, docs):
     ratio("f32: edgebert / onnxruntime", ("edgebert", "f32"), ("onnxruntime", "f32"))
     lines += ["", f"Labels on {source}, against onnxruntime f32 on the twin:", "",
               "| engine | same label |", "|---|---|"]
-    lines += [f"| {k} | {sum(a == b for a, b in zip(ref, v))}/{len(ref)} "
-              f"({100 * sum(a == b for a, b in zip(ref, v)) / len(ref):.1f}%) |" for k, v in agree.items()]
+    same = {k: sum(a == b for a, b in zip(ref, v)) for k, v in agree.items()}
+    lines += [f"| {k} | {n}/{len(ref)} ({100 * n / len(ref):.1f}%) |" for k, n in same.items()]
     if family.startswith("x86_64 AVX2"):
         lines += ["", "On this CPU onnxruntime's int8 products use `vpmaddubsw`, whose 16-bit pair sums saturate "
                   "(255 · 127 · 2 does not fit): its answers on an int8 graph are not the graph's (ONNX's reference "
@@ -290,7 +290,6 @@ def main(work, edgebert, bundle, docs):
                   "a measured loss here. edgebert's AVX2 product is exact (`vpmaddwd` on 16-bit values) and pays for "
                   "it with half of `vpmaddubsw`'s multiply-adds per instruction."]
     elif family.startswith("x86_64 AVX-512"):
-        same = {k: sum(a == b for a, b in zip(ref, v)) for k, v in agree.items()}
         ratio64 = cell[("edgebert", "int8", 64)] / cell[("edgebert", "f32", 64)]
         ort_same = same["onnxruntime int8 (edgebert's graph)"]
         lines += ["", "On this CPU onnxruntime's int8 products use VNNI (`vpdpbusd`, 32-bit sums, no saturation) as "

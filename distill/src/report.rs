@@ -68,7 +68,6 @@ fn pct(s: &Scores) -> String {
     )
 }
 
-/// The Markdown report of a finished run.
 /// (epoch, dev accuracy in %) of each epoch record.
 fn dev_by_epoch(records: &[MetricRecord]) -> Vec<(f64, f64)> {
     records
@@ -84,6 +83,7 @@ fn dev_by_epoch(records: &[MetricRecord]) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The Markdown report of a finished run.
 pub fn training_report(job: &Job, out: &Outcome, records: &[MetricRecord]) -> String {
     let m = &job.model;
     let c = &m.config;
