@@ -26,6 +26,7 @@ fn benches(c: &mut Criterion) {
     let options = |threads, batch_size| ClassifierOptions {
         threads,
         batch_size,
+        ..ClassifierOptions::default()
     };
     let mut single = Classifier::open(&m.bundle, options(1, 8)).expect("tiny bundle");
 
@@ -98,6 +99,7 @@ fn real(c: &mut Criterion) {
                 ClassifierOptions {
                     threads,
                     batch_size: 16,
+                    ..ClassifierOptions::default()
                 },
             ) {
                 Ok(c) => c,

@@ -10,7 +10,7 @@ use crate::bundle::Bundle;
 use crate::engine::{Engine, OpTime, TokenBatch};
 use crate::error::{Error, InputError, ModelError, Result};
 use crate::manifest::{Manifest, Provenance, Quantization, TokenizerSettings};
-use crate::text::{Encoded, TextEncoder};
+use crate::text::{Encoded, LongText, Reading, TextEncoder};
 
 /// Sequence lengths that plans are prepared for; a text is padded to the smallest that fits.
 pub const LENGTH_BUCKETS: [usize; 6] = [16, 32, 64, 128, 256, 512];
@@ -22,6 +22,8 @@ pub struct ClassifierOptions {
     pub threads: usize,
     /// Texts of the same length bucket run together, this many at a time.
     pub batch_size: usize,
+    /// How a text longer than the model's maximum length is read.
+    pub long: LongText,
 }
 
 impl Default for ClassifierOptions {
@@ -29,6 +31,7 @@ impl Default for ClassifierOptions {
         ClassifierOptions {
             threads: 1,
             batch_size: 8,
+            long: LongText::default(),
         }
     }
 }
@@ -49,11 +52,14 @@ pub struct Prediction {
     pub probability: f32,
     /// Every label, most probable first.
     pub scores: Vec<LabelScore>,
-    /// Tokens the model saw, special tokens included.
+    /// Tokens the model saw, special tokens included (in all its windows).
     pub tokens: usize,
-    /// The text was longer than the model's maximum and was cut.
+    /// Inputs the text was read in: more than one for a long text read in chunks
+    /// ([`LongText::Chunks`]), whose logits were averaged.
+    pub windows: usize,
+    /// Some of the text was not read: it was longer than the model's maximum and was cut.
     pub truncated: bool,
-    /// Raw logits, in label order.
+    /// Raw logits, in label order (averaged over the windows).
     #[serde(skip)]
     pub logits: Vec<f32>,
 }
@@ -185,6 +191,7 @@ impl Classifier {
             options: ClassifierOptions {
                 threads: options.threads.max(1),
                 batch_size: options.batch_size.max(1),
+                long: options.long,
             },
             observer: ObserverSlot::default(),
         })
@@ -264,9 +271,20 @@ impl Classifier {
         &self.buckets
     }
 
-    /// Tokenizes a text as the model sees it.
+    /// Tokenizes a text into one input, cut at the maximum length.
     pub fn encode(&self, text: &str) -> Result<Encoded, InputError> {
         self.encoder.encode(text)
+    }
+
+    /// Tokenizes a text into the inputs the model runs for it (see [`ClassifierOptions::long`]):
+    /// what [`Classifier::classify_read`] takes.
+    pub fn read(&self, text: &str) -> Result<Reading, InputError> {
+        self.encoder.read(text, self.options.long)
+    }
+
+    /// How this classifier reads long texts.
+    pub fn long(&self) -> LongText {
+        self.options.long
     }
 
     /// The model's tokenizer.
@@ -306,10 +324,20 @@ impl Classifier {
         &mut self,
         texts: &[S],
     ) -> Result<Vec<Result<Prediction, InputError>>> {
+        let readings: Vec<_> = texts.iter().map(|t| self.read(t.as_ref())).collect();
+        self.classify_read(&readings)
+    }
+
+    /// Classifies texts already tokenized by [`Classifier::read`] (for a caller that needed
+    /// their sizes first), as [`Classifier::classify_batch`].
+    pub fn classify_read(
+        &mut self,
+        readings: &[Result<Reading, InputError>],
+    ) -> Result<Vec<Result<Prediction, InputError>>> {
         if let Some(o) = &mut self.observer.0 {
             o.started();
         }
-        let results = self.classify_batch_unobserved(texts);
+        let results = self.classify_unobserved(readings);
         if let Some(o) = &mut self.observer.0 {
             let last = match &results {
                 Ok(r) => r.last().and_then(|p| p.as_ref().ok()),
@@ -320,51 +348,50 @@ impl Classifier {
         results
     }
 
-    fn classify_batch_unobserved<S: AsRef<str>>(
+    fn classify_unobserved(
         &mut self,
-        texts: &[S],
+        readings: &[Result<Reading, InputError>],
     ) -> Result<Vec<Result<Prediction, InputError>>> {
-        let encoded: Vec<Result<Encoded, InputError>> = texts
-            .iter()
-            .map(|t| self.encoder.encode(t.as_ref()))
-            .collect();
-        let mut by_bucket: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (ix, e) in encoded.iter().enumerate() {
-            if let Ok(e) = e {
+        // Every input of every text, by the length it is padded to.
+        let mut by_bucket: BTreeMap<usize, Vec<(usize, &Encoded)>> = BTreeMap::new();
+        for (ix, r) in readings.iter().enumerate() {
+            for window in r.iter().flat_map(|r| &r.windows) {
                 by_bucket
-                    .entry(self.bucket_for(e.ids.len()))
+                    .entry(self.bucket_for(window.ids.len()))
                     .or_default()
-                    .push(ix);
+                    .push((ix, window));
             }
         }
-        let mut predictions: Vec<Option<Prediction>> = vec![None; texts.len()];
-        for (len, indices) in by_bucket {
-            for chunk in indices.chunks(self.options.batch_size) {
-                // Full chunks share one plan; a remainder runs text by text on the batch-1 plan
-                // rather than preparing a plan for every remainder size.
-                let groups: Vec<&[usize]> = if chunk.len() == self.options.batch_size {
+        // Each text's logits: its windows' weighted by their share of its tokens (a text of one
+        // window gets that window's logits exactly).
+        let mut logits = vec![vec![0f32; self.engine.logits()]; readings.len()];
+        for (len, inputs) in by_bucket {
+            for chunk in inputs.chunks(self.options.batch_size) {
+                // Full chunks share one plan; a remainder runs input by input on the batch-1
+                // plan rather than preparing a plan for every remainder size.
+                let groups: Vec<&[(usize, &Encoded)]> = if chunk.len() == self.options.batch_size {
                     vec![chunk]
                 } else {
                     chunk.chunks(1).collect()
                 };
                 for group in groups {
-                    let rows: Vec<&Encoded> = group
-                        .iter()
-                        .filter_map(|&ix| encoded[ix].as_ref().ok())
-                        .collect();
-                    for (&ix, p) in group.iter().zip(self.run_padded(&rows, len)?) {
-                        predictions[ix] = Some(p);
+                    let rows: Vec<&Encoded> = group.iter().map(|&(_, e)| e).collect();
+                    for (&(ix, e), row) in group.iter().zip(self.run_padded(&rows, len)?) {
+                        let tokens = readings[ix].as_ref().map_or(1, Reading::tokens);
+                        let weight = e.ids.len() as f32 / tokens as f32;
+                        for (sum, x) in logits[ix].iter_mut().zip(row) {
+                            *sum += weight * x;
+                        }
                     }
                 }
             }
         }
-        Ok(encoded
-            .into_iter()
-            .zip(predictions)
-            .map(|(e, p)| match (e, p) {
-                (Err(e), _) => Err(e),
-                (Ok(_), Some(p)) => Ok(p),
-                (Ok(_), None) => Err(InputError::Tokenizer("not classified".into())),
+        Ok(readings
+            .iter()
+            .zip(logits)
+            .map(|(r, logits)| match r {
+                Err(e) => Err(e.clone()),
+                Ok(r) => Ok(self.prediction(logits, r)),
             })
             .collect())
     }
@@ -382,18 +409,18 @@ impl Classifier {
         TokenBatch::padded(rows, len, i64::from(pad_id))
     }
 
-    fn run_padded(&mut self, rows: &[&Encoded], len: usize) -> Result<Vec<Prediction>> {
+    /// Each row's logits.
+    fn run_padded(&mut self, rows: &[&Encoded], len: usize) -> Result<Vec<Vec<f32>>> {
         let batch = self.padded(rows, len);
         let logits = self.engine.run(&batch).map_err(Error::Inference)?;
         Ok(logits
             .chunks(self.engine.logits())
-            .zip(rows)
-            .map(|(row, enc)| self.prediction(row, enc))
+            .map(<[f32]>::to_vec)
             .collect())
     }
 
-    fn prediction(&self, logits: &[f32], encoded: &Encoded) -> Prediction {
-        let probs = softmax(logits);
+    fn prediction(&self, logits: Vec<f32>, reading: &Reading) -> Prediction {
+        let probs = softmax(&logits);
         let mut scores: Vec<LabelScore> = self
             .manifest
             .labels
@@ -409,9 +436,10 @@ impl Classifier {
             label: scores[0].label.clone(),
             probability: scores[0].probability,
             scores,
-            tokens: encoded.ids.len(),
-            truncated: encoded.truncated,
-            logits: logits.to_vec(),
+            tokens: reading.tokens(),
+            windows: reading.windows.len(),
+            truncated: reading.truncated,
+            logits,
         }
     }
 }

@@ -1,23 +1,94 @@
 //! Text → token ids, with the bundled HF tokenizer.json.
 
-use tokenizers::{Tokenizer, TruncationParams};
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+
+use tokenizers::{Encoding, PostProcessor, Token, Tokenizer};
 
 use crate::contain::caught;
 use crate::error::{InputError, ModelError};
 
-/// One text as token ids, before padding.
+/// One model input (a text, or a window of one) as token ids, special tokens included, before
+/// padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
     pub ids: Vec<i64>,
     pub type_ids: Vec<i64>,
-    /// The text had more tokens than the model's maximum and was cut.
+    /// The text had more tokens than this input holds.
     pub truncated: bool,
 }
 
-/// The tokenizer of a model, set to truncate at its maximum length.
+/// How a text longer than the model's maximum length is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LongText {
+    /// Its first tokens only (what the model was trained on when its training texts were cut).
+    Head,
+    /// Its first quarter of a window and its last three quarters: reviews, mails and articles
+    /// tend to give their verdict at the end (Sun et al. 2019, "How to Fine-Tune BERT for Text
+    /// Classification", found head + tail best on IMDB).
+    HeadTail,
+    /// All of it, in windows of (nearly) equal size, the logits averaged weighted by each
+    /// window's tokens; at most [`MAX_WINDOWS`] windows, spread evenly over a longer text.
+    #[default]
+    Chunks,
+}
+
+/// The most windows [`LongText::Chunks`] runs for one text (2,000 or so words with a 128-token
+/// model); a longer text is read in that many windows spread over it, and counts as truncated.
+pub const MAX_WINDOWS: usize = 16;
+
+impl LongText {
+    pub const ALL: [LongText; 3] = [LongText::Head, LongText::HeadTail, LongText::Chunks];
+
+    /// The command-line name: `head`, `head+tail`, `chunks`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LongText::Head => "head",
+            LongText::HeadTail => "head+tail",
+            LongText::Chunks => "chunks",
+        }
+    }
+}
+
+impl fmt::Display for LongText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for LongText {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        LongText::ALL
+            .into_iter()
+            .find(|l| l.name() == s)
+            .ok_or_else(|| format!("`{s}` is not one of head, head+tail, chunks"))
+    }
+}
+
+/// A text as the model reads it: one input, or several windows whose logits are averaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    /// At least one.
+    pub windows: Vec<Encoded>,
+    /// Some of the text's tokens are in no window.
+    pub truncated: bool,
+}
+
+impl Reading {
+    /// Tokens the model runs for this text, special tokens included.
+    pub fn tokens(&self) -> usize {
+        self.windows.iter().map(|w| w.ids.len()).sum()
+    }
+}
+
+/// The tokenizer of a model and the model's maximum length.
 #[derive(Clone)]
 pub struct TextEncoder {
     tokenizer: Tokenizer,
+    /// Tokens of the text per input: the maximum length less the special tokens.
+    room: usize,
     pad_id: u32,
     pad_token: String,
     id_bound: usize,
@@ -46,12 +117,16 @@ impl TextEncoder {
                 .ok_or_else(|| ModelError::MissingSpecialToken("[PAD]".into()))?,
         };
         tokenizer.with_padding(None);
+        // Texts are cut into the model's inputs here (`read`), not by the tokenizer.
         tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                ..Default::default()
-            }))
+            .with_truncation(None)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let special = tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
+        if special >= max_len {
+            return Err(ModelError::MaxLen(max_len));
+        }
         let id_bound = tokenizer
             .get_vocab(true)
             .values()
@@ -60,6 +135,7 @@ impl TextEncoder {
         let lowercase = normalizer_lowercases(json);
         Ok(TextEncoder {
             tokenizer,
+            room: max_len - special,
             pad_id,
             pad_token,
             id_bound,
@@ -100,18 +176,59 @@ impl TextEncoder {
         self.lowercase
     }
 
-    /// Tokenizes one text, special tokens included, cut at the maximum length.
+    /// Tokenizes one text, special tokens included, cut at the maximum length (its head).
     pub fn encode(&self, text: &str) -> Result<Encoded, InputError> {
+        let mut r = self.read(text, LongText::Head)?;
+        Ok(r.windows.swap_remove(0))
+    }
+
+    /// Tokenizes one text into the model's inputs, reading a long one as `long` says.
+    pub fn read(&self, text: &str, long: LongText) -> Result<Reading, InputError> {
         if text.trim().is_empty() {
             return Err(InputError::Empty);
         }
-        let encoding = self
+        let content = self
             .tokenizer
-            .encode_fast(text, true)
+            .encode_fast(text, false)
             .map_err(|e| InputError::Tokenizer(e.to_string()))?;
-        if encoding.get_special_tokens_mask().iter().all(|&s| s == 1) {
+        if content.get_special_tokens_mask().iter().all(|&s| s == 1) {
             return Err(InputError::NoTokens);
         }
+        let n = content.len();
+        let windows = windows(n, self.room, long);
+        let kept: usize = windows.iter().flatten().map(|r| r.len()).sum();
+        let truncated = kept < n;
+        let windows = windows
+            .into_iter()
+            .map(|ranges| {
+                let held: usize = ranges.iter().map(|r| r.len()).sum();
+                self.input(&content, &ranges, held < n)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Reading { windows, truncated })
+    }
+
+    /// One model input: the tokens of `content` in `ranges`, with the special tokens added.
+    fn input(
+        &self,
+        content: &Encoding,
+        ranges: &[Range<usize>],
+        truncated: bool,
+    ) -> Result<Encoded, InputError> {
+        let (ids, pieces, offsets) = (
+            content.get_ids(),
+            content.get_tokens(),
+            content.get_offsets(),
+        );
+        let tokens: Vec<Token> = ranges
+            .iter()
+            .flat_map(|r| r.clone())
+            .map(|i| Token::new(ids[i], pieces[i].clone(), offsets[i]))
+            .collect();
+        let encoding = self
+            .tokenizer
+            .post_process(Encoding::from_tokens(tokens, 0), None, true)
+            .map_err(|e| InputError::Tokenizer(e.to_string()))?;
         Ok(Encoded {
             ids: encoding.get_ids().iter().map(|&i| i64::from(i)).collect(),
             type_ids: encoding
@@ -119,8 +236,40 @@ impl TextEncoder {
                 .iter()
                 .map(|&i| i64::from(i))
                 .collect(),
-            truncated: !encoding.get_overflowing().is_empty(),
+            truncated,
         })
+    }
+}
+
+/// Which of a text's `n` tokens go into which input, `room` tokens at most each.
+fn windows(n: usize, room: usize, long: LongText) -> Vec<Vec<Range<usize>>> {
+    let room = room.max(1);
+    if n <= room {
+        return vec![vec![0..n]];
+    }
+    match long {
+        LongText::Head => vec![vec![0..room]],
+        LongText::HeadTail => {
+            let head = room / 4;
+            vec![vec![0..head, n - (room - head)..n]]
+        }
+        LongText::Chunks => {
+            let count = n.div_ceil(room);
+            if count <= MAX_WINDOWS {
+                // Equal shares (sizes differ by one at most): no short last window that would
+                // weigh as much as a full one.
+                (0..count)
+                    .map(|i| vec![i * n / count..(i + 1) * n / count])
+                    .collect()
+            } else {
+                (0..MAX_WINDOWS)
+                    .map(|i| {
+                        let start = i * (n - room) / (MAX_WINDOWS - 1);
+                        vec![start..start + room]
+                    })
+                    .collect()
+            }
+        }
     }
 }
 
@@ -144,4 +293,62 @@ fn normalizer_lowercases(json: &[u8]) -> bool {
         .ok()
         .and_then(|v| v.get("normalizer").map(walk))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(n: usize, room: usize, long: LongText) -> Vec<Vec<(usize, usize)>> {
+        windows(n, room, long)
+            .into_iter()
+            .map(|w| w.into_iter().map(|r| (r.start, r.end)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_text_that_fits_is_one_window_whatever_the_way() {
+        for long in LongText::ALL {
+            assert_eq!(sizes(10, 10, long), vec![vec![(0, 10)]]);
+            assert_eq!(sizes(1, 126, long), vec![vec![(0, 1)]]);
+        }
+    }
+
+    #[test]
+    fn long_texts_are_cut_as_named() {
+        assert_eq!(sizes(1000, 126, LongText::Head), vec![vec![(0, 126)]]);
+        assert_eq!(
+            sizes(1000, 126, LongText::HeadTail),
+            vec![vec![(0, 31), (905, 1000)]]
+        );
+        assert_eq!(
+            sizes(300, 126, LongText::Chunks),
+            vec![vec![(0, 100)], vec![(100, 200)], vec![(200, 300)]]
+        );
+        assert_eq!(
+            sizes(127, 126, LongText::Chunks),
+            vec![vec![(0, 63)], vec![(63, 127)]]
+        );
+    }
+
+    #[test]
+    fn chunks_cover_the_text_once_up_to_the_cap_then_spread_over_it() {
+        for n in [127, 500, 2015, 2016, 2017, 100_000] {
+            let w = sizes(n, 126, LongText::Chunks);
+            assert!(w.len() <= MAX_WINDOWS);
+            assert!(w.iter().all(|w| w.len() == 1 && w[0].1 - w[0].0 <= 126));
+            assert_eq!(w[0][0].0, 0);
+            assert_eq!(w.last().unwrap()[0].1, n, "the end is read");
+            let contiguous = w.windows(2).all(|p| p[0][0].1 == p[1][0].0);
+            assert_eq!(contiguous, n <= 126 * MAX_WINDOWS, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn ways_have_names_both_ways() {
+        for long in LongText::ALL {
+            assert_eq!(long.to_string().parse::<LongText>(), Ok(long));
+        }
+        assert!("tail".parse::<LongText>().is_err());
+    }
 }

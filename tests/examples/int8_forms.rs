@@ -20,6 +20,7 @@ fn main() -> Result<()> {
     let opts = ClassifierOptions {
         threads: 1,
         batch_size: 1,
+        ..ClassifierOptions::default()
     };
     let bundle = Bundle::read(f32_bundle)?;
     let mut f32_model = Classifier::from_bundle(&bundle, opts)?;

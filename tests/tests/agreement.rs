@@ -14,7 +14,7 @@ fn texts() -> Vec<String> {
         "this film is great and the acting is very fun".into(),
         "the plot was awful and i hate it ".repeat(3), // 32-bucket
         "a very good story and great acting , love it . ".repeat(5), // 64-bucket
-        "boring ".repeat(200),                         // truncated to max_len
+        "boring ".repeat(200),                         // 4 windows of 52 tokens
         "xyzzy qqq unknownword 123 !!".into(),         // letters, ## pieces, digits
     ]
 }
@@ -28,20 +28,33 @@ fn check(spec: &TinySpec, options: ClassifierOptions) {
     let batched = classifier.classify_batch(&texts).unwrap();
     for (text, batched) in texts.iter().zip(batched) {
         let single = classifier.classify(text).unwrap();
-        let enc = classifier.encode(text).unwrap();
-        let expected = reference::logits(&ckpt, &enc.ids, &enc.type_ids);
+        // A long text's windows (the default `--long chunks`), weighted by their tokens.
+        let reading = classifier.read(text).unwrap();
+        let mut expected = vec![0f32; single.logits.len()];
+        for w in &reading.windows {
+            let share = w.ids.len() as f32 / reading.tokens() as f32;
+            for (e, x) in expected
+                .iter_mut()
+                .zip(reference::logits(&ckpt, &w.ids, &w.type_ids))
+            {
+                *e += share * x;
+            }
+        }
         for (label, (got, want)) in single.logits.iter().zip(&expected).enumerate() {
             assert!(
                 (got - want).abs() < TOLERANCE,
                 "{} tokens, label {label}: runtime {got} vs reference {want}",
-                enc.ids.len()
+                reading.tokens()
             );
         }
         let batched = batched.unwrap();
         for (a, b) in batched.logits.iter().zip(&single.logits) {
             assert!((a - b).abs() < TOLERANCE, "batched {a} vs single {b}");
         }
-        assert_eq!(single.truncated, enc.truncated);
+        assert_eq!(
+            (single.truncated, single.windows),
+            (reading.truncated, reading.windows.len())
+        );
     }
 }
 
@@ -64,6 +77,7 @@ fn three_labels_relu_and_one_layer_match_the_reference() {
         ClassifierOptions {
             threads: 1,
             batch_size: 3,
+            ..ClassifierOptions::default()
         },
     );
 }
@@ -78,18 +92,23 @@ fn multithreaded_runs_match_the_reference() {
         ClassifierOptions {
             threads: 2,
             batch_size: 4,
+            ..ClassifierOptions::default()
         },
     );
 }
 
 #[test]
-fn long_text_is_truncated_to_the_maximum_and_says_so() {
+fn long_text_read_by_its_head_is_truncated_to_the_maximum_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let (_, ebm) = build_model(dir.path(), &TinySpec::default(), 64).unwrap();
-    let mut c = Classifier::open(&ebm, ClassifierOptions::default()).unwrap();
+    let head = ClassifierOptions {
+        long: edgebert_runtime::text::LongText::Head,
+        ..ClassifierOptions::default()
+    };
+    let mut c = Classifier::open(&ebm, head).unwrap();
     let p = c.classify(&"good movie ".repeat(100)).unwrap();
     assert!(p.truncated);
-    assert_eq!(p.tokens, 64);
+    assert_eq!((p.tokens, p.windows), (64, 1));
     let p = c.classify("good movie").unwrap();
     assert!(!p.truncated);
     assert_eq!(p.tokens, 4);

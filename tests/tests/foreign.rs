@@ -30,6 +30,7 @@ fn load(m: &TinyModel, name: &str, edit: impl FnOnce(&mut ModelProto)) -> Classi
         ClassifierOptions {
             threads: 1,
             batch_size: 2,
+            ..ClassifierOptions::default()
         },
     )
     .unwrap()

@@ -106,6 +106,7 @@ pub fn prediction_json(p: &Prediction, top_k: Option<usize>) -> Value {
         "probability": p.probability,
         "scores": p.scores.iter().take(k).collect::<Vec<_>>(),
         "tokens": p.tokens,
+        "windows": p.windows,
         "truncated": p.truncated,
     })
 }

@@ -34,6 +34,7 @@ use super::protocol::{self, Request, Texts};
 use super::shares::Shares;
 use crate::classifier::{Classifier, Prediction};
 use crate::error::InputError;
+use crate::text::Reading;
 
 /// Single-text requests of one turn classified together (the classifier's batch size).
 const SINGLES_PER_BATCH: usize = 8;
@@ -428,8 +429,8 @@ fn run_turn(classifier: &mut Classifier, turn: Vec<Job>, stop: &AtomicBool) -> V
             continue;
         }
         let start = p.results.len();
-        let end = start + within_budget(classifier, &p.texts[start..], budgets[ix]);
-        outcomes[ix] = Some(match classifier.classify_batch(&p.texts[start..end]) {
+        let readings = within_budget(classifier, &p.texts[start..], budgets[ix]);
+        outcomes[ix] = Some(match classifier.classify_read(&readings) {
             Err(e) => line(protocol::error(&p.id, e.to_string())),
             Ok(r) => {
                 spent[ix] = r.iter().map(cost).sum();
@@ -461,17 +462,24 @@ fn cost(result: &Result<Prediction, InputError>) -> usize {
     result.as_ref().map_or(1, |p| p.tokens.max(1))
 }
 
-/// How many of `texts`, from the first, a `budget` of tokens starts: another while some is left,
-/// one at least (what goes over is charged as a debt, see [`Shares`]).
-fn within_budget(classifier: &Classifier, texts: &[String], budget: usize) -> usize {
+/// The first of `texts` that a `budget` of tokens starts, read: another while some is left, one
+/// at least (what goes over is charged as a debt, see [`Shares`]).
+fn within_budget(
+    classifier: &Classifier,
+    texts: &[String],
+    budget: usize,
+) -> Vec<Result<Reading, InputError>> {
     let mut used = 0;
-    for (n, text) in texts.iter().enumerate() {
-        if n > 0 && used >= budget {
-            return n;
+    let mut read = Vec::new();
+    for text in texts {
+        if !read.is_empty() && used >= budget {
+            break;
         }
-        used += classifier.encode(text).map_or(1, |e| e.ids.len().max(1));
+        let r = classifier.read(text);
+        used += r.as_ref().map_or(1, |r| r.tokens().max(1));
+        read.push(r);
     }
-    texts.len()
+    read
 }
 
 /// One client's connection.

@@ -102,10 +102,11 @@ fn write_answer(
                 .take(top_k)
                 .map(|s| format!("{}\t{:.4}", s.label, s.probability))
                 .collect();
-            let note = if p.truncated {
-                format!("\t(truncated to {} tokens)", p.tokens)
-            } else {
-                String::new()
+            let note = match (p.truncated, p.windows) {
+                (true, 1) => format!("\t(truncated to {} tokens)", p.tokens),
+                (true, w) => format!("\t(truncated to {w} windows, {} tokens)", p.tokens),
+                (false, 1) => String::new(),
+                (false, w) => format!("\t({w} windows)"),
             };
             writeln!(out, "{}{note}", labels.join("\t"))
         }

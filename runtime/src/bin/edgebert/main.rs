@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use edgebert_runtime::cli::{self, exit, exit_code, parse_args, LabelSource, ModelSource};
 use edgebert_runtime::serve::Limits;
+use edgebert_runtime::text::LongText;
 use edgebert_runtime::{Classifier, ClassifierOptions, Error};
 
 mod bench;
@@ -189,6 +190,10 @@ struct ModelArgs {
     /// Maximum sequence length, for a plain ONNX model.
     #[arg(long, default_value_t = 128)]
     max_len: usize,
+    /// A text longer than the model's maximum: read `chunks` (all of it, in windows whose logits
+    /// are averaged), `head+tail` (its start and end) or `head` (its start).
+    #[arg(long, default_value_t = LongText::default())]
+    long: LongText,
 }
 
 #[derive(Args)]
@@ -273,6 +278,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             model,
             gpio,
         } => {
+            let long = model.long;
             let source = model_source(model)?;
             if !texts.is_empty() && file.is_some() {
                 return Err(Failure::usage(
@@ -281,6 +287,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             let options = ClassifierOptions {
                 batch_size: batch_size.max(1),
+                long,
                 ..options
             };
             let mut classifier = source.load(options)?;
@@ -293,6 +300,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             model,
             gpio,
         } => {
+            let options = ClassifierOptions {
+                long: model.long,
+                ..options
+            };
             let mut classifier = model_source(model)?.load(options)?;
             attach_pins(&mut classifier, &gpio)?;
             serve::run(classifier, socket, limits.limits())
