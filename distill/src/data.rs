@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use edgebert_quantize::data::{read_table, Record};
-use edgebert_runtime::text::TextEncoder;
+use edgebert_runtime::text::{LongText, TextEncoder};
 
 use crate::error::{DistillError, Result};
 use crate::rng::Rng;
@@ -246,6 +246,34 @@ pub fn tokenize(encoder: &TextEncoder, rows: &[Row]) -> Result<Vec<Tokens>> {
             })
         })
         .collect()
+}
+
+/// Tokenizes rows into the inputs the runtime would run for them (`long`: how a long text is
+/// read); with each input, its row and its share of the row's tokens (the weight of its logits).
+pub fn tokenize_windows(
+    encoder: &TextEncoder,
+    rows: &[Row],
+    long: LongText,
+) -> Result<(Vec<Tokens>, Vec<(usize, f32)>)> {
+    let mut windows = Vec::new();
+    let mut owners = Vec::new();
+    for (ix, r) in rows.iter().enumerate() {
+        let reading = encoder
+            .read(&r.text, long)
+            .map_err(|e| DistillError::BadData {
+                path: PathBuf::from(format!("line {}", r.line)),
+                message: e.to_string(),
+            })?;
+        let total = reading.tokens() as f32;
+        for w in reading.windows {
+            owners.push((ix, w.ids.len() as f32 / total));
+            windows.push(Tokens {
+                ids: w.ids.iter().map(|&i| i as u32).collect(),
+                types: w.type_ids.iter().map(|&i| i as u32).collect(),
+            });
+        }
+    }
+    Ok((windows, owners))
 }
 
 /// Batches of example indices for one epoch: shuffled, then sorted by length inside windows of

@@ -113,6 +113,20 @@ pub fn score(
     Ok(Scores::new(gold, &preds, model.labels.len()))
 }
 
+/// Each example's logits from its windows' (`data::tokenize_windows`): `owners[w]` is window
+/// `w`'s example and weight, as the runtime averages them.
+pub fn averaged(windows: &[Vec<f32>], owners: &[(usize, f32)], examples: usize) -> Vec<Vec<f32>> {
+    let mut out: Vec<Vec<f32>> = vec![Vec::new(); examples];
+    for (logits, &(ix, weight)) in windows.iter().zip(owners) {
+        let sum = &mut out[ix];
+        sum.resize(logits.len(), 0.0);
+        for (s, x) in sum.iter_mut().zip(logits) {
+            *s += weight * x;
+        }
+    }
+    out
+}
+
 /// The padding id training batches use: the config's `pad_token_id`.
 pub(crate) fn pad_id(model: &Bert) -> u32 {
     model.config.pad_token_id as u32
@@ -145,5 +159,18 @@ mod tests {
         // Wilson interval for 50% of 4: ±1.96·√(1/16 + 1.96²/64)/(1 + 1.96²/4) = ±35.0 points.
         assert!((s.ci95_points() - 35.0).abs() < 0.05, "{}", s.ci95_points());
         assert_eq!(argmax(&[0.1, 3.0, -1.0]), 1);
+    }
+
+    #[test]
+    fn windows_are_averaged_into_their_examples_by_weight() {
+        let windows = [
+            vec![1.0, 0.0],
+            vec![4.0, 2.0],
+            vec![0.0, 8.0],
+            vec![-1.0, 1.0],
+        ];
+        let owners = [(0, 0.5), (1, 1.0), (0, 0.5), (2, 1.0)];
+        let got = averaged(&windows, &owners, 3);
+        assert_eq!(got, vec![vec![0.5, 4.0], vec![4.0, 2.0], vec![-1.0, 1.0]]);
     }
 }

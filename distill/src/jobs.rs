@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use edgebert_quantize::checkpoint::Checkpoint;
 use edgebert_runtime::cli::{LabelSource, ModelSource};
+use edgebert_runtime::text::LongText;
 use edgebert_runtime::ClassifierOptions;
 
 use crate::data::{self, DataSpec, Row, Splits};
@@ -76,12 +77,22 @@ pub fn finetune_teacher(
     })
 }
 
+/// `student --transfer`: unlabelled texts, one per line, and the teacher's logits on them
+/// (`teacher-logits`, `merge-logits`); without `logits`, that pass runs first, on this machine,
+/// into the run directory's `transfer-logits.jsonl` (reused while it matches).
+#[derive(Debug, Clone)]
+pub struct TransferArgs {
+    pub texts: PathBuf,
+    pub logits: Option<PathBuf>,
+}
+
 /// `student`: the student made from the fine-tuned teacher's `layers` (default every other one),
-/// distilled on the data.
+/// distilled on the data (and on a transfer set's soft targets).
 pub fn distil_student(
     teacher: &Path,
     layers: Option<Vec<usize>>,
     loss: LossWeights,
+    transfer: Option<TransferArgs>,
     args: TrainArgs,
 ) -> Result<Outcome> {
     let device = args.device.device()?;
@@ -90,7 +101,56 @@ pub fn distil_student(
         layers.unwrap_or_else(|| every_other_layer(teacher_model.config.num_hidden_layers));
     let student = teacher_model.student(&layers)?;
     let splits = data::load(&args.data, Some(&teacher_model.labels))?;
-    let inputs = checkpoint_files(teacher, &args.data.path);
+    let mut inputs = checkpoint_files(teacher, &args.data.path);
+    let transfer = match transfer {
+        None => None,
+        Some(_) if loss.alpha <= 0.0 => return Err(DistillError::Usage(
+            "--transfer texts are learnt from the teacher's soft targets only: give --alpha > 0"
+                .into(),
+        )),
+        Some(t) => {
+            inputs.push(t.texts.clone());
+            let max_len = args.settings.max_len;
+            let encoder = edgebert_runtime::text::TextEncoder::from_json(&tokenizer_json, max_len)
+                .map_err(edgebert_runtime::Error::from)?;
+            let load = |file: &Path| {
+                crate::transfer::training_set(
+                    file,
+                    &t.texts,
+                    teacher,
+                    &teacher_model.labels,
+                    &encoder,
+                    max_len,
+                )
+            };
+            Some(match &t.logits {
+                Some(file) => {
+                    inputs.push(file.clone());
+                    load(file)?
+                }
+                None => {
+                    let file = args.out.join("transfer-logits.jsonl");
+                    match load(&file) {
+                        Ok(set) => set,
+                        Err(_) => {
+                            std::fs::create_dir_all(&args.out)
+                                .map_err(|e| DistillError::io(&args.out, e))?;
+                            crate::transfer::teacher_logits(
+                                teacher,
+                                &t.texts,
+                                crate::transfer::Shard::ALL,
+                                max_len,
+                                args.settings.eval_batch_size,
+                                &device,
+                                &file,
+                            )?;
+                            load(&file)?
+                        }
+                    }
+                }
+            })
+        }
+    };
     run(Job {
         dir: args.out,
         model: student,
@@ -101,6 +161,7 @@ pub fn distil_student(
             teacher: Box::new(teacher_model),
             layers,
             loss,
+            transfer,
         },
         resume: args.resume,
         force: args.force,
@@ -140,6 +201,8 @@ pub struct EvalModel {
     /// For an ONNX file: labels (default: config.json next to it).
     pub labels: Option<String>,
     pub max_len: usize,
+    /// How a text longer than `max_len` is read (as the runtime's `--long`).
+    pub long: LongText,
 }
 
 /// `evaluate`: scores on the chosen rows; returns the labels and the scores.
@@ -156,11 +219,16 @@ pub fn evaluate(
         let encoder =
             edgebert_runtime::text::TextEncoder::from_json(&tokenizer_json, model.max_len)
                 .map_err(edgebert_runtime::Error::from)?;
-        let tokens = data::tokenize(&encoder, &rows)?;
+        let (windows, owners) = data::tokenize_windows(&encoder, &rows, model.long)?;
         let gold: Vec<usize> = rows.iter().map(|r| r.label).collect();
-        let bar = progress_bar(rows.len() as u64, "evaluating");
-        let scores = crate::eval::score(&bert, &tokens, &gold, 64, &bar)?;
+        let bar = progress_bar(windows.len() as u64, "evaluating");
+        let logits = crate::eval::logits(&bert, &windows, 64, &bar)?;
         bar.finish_and_clear();
+        let predicted: Vec<Option<usize>> = crate::eval::averaged(&logits, &owners, rows.len())
+            .iter()
+            .map(|l| Some(crate::eval::argmax(l)))
+            .collect();
+        let scores = Scores::new(&gold, &predicted, bert.labels.len());
         return Ok((bert.labels.clone(), scores));
     }
     let source = if path.extension().is_some_and(|e| e == "onnx") {
@@ -182,7 +250,10 @@ pub fn evaluate(
     } else {
         ModelSource::Bundle(path.clone())
     };
-    let mut classifier = source.load(ClassifierOptions::default())?;
+    let mut classifier = source.load(ClassifierOptions {
+        long: model.long,
+        ..ClassifierOptions::default()
+    })?;
     let labels = classifier.labels().to_vec();
     let rows = pick(&data::load(spec, Some(&labels))?, which);
     let examples: Vec<edgebert_quantize::data::Example> = rows

@@ -15,6 +15,7 @@ pub mod optim;
 pub mod report;
 pub mod rng;
 pub mod train;
+pub mod transfer;
 
 pub use error::{DistillError, Result};
 pub use loss::LossWeights;

@@ -70,7 +70,18 @@ pub enum Kind {
         /// Teacher layer each student layer was copied from.
         layers: Vec<usize>,
         loss: LossWeights,
+        /// Unlabelled texts with the teacher's logits, trained on with the soft-target term only.
+        transfer: Option<Transfer>,
     },
+}
+
+/// A transfer set: texts without labels and the teacher's logits on them
+/// ([`crate::transfer`]).
+pub struct Transfer {
+    pub tokens: Vec<Tokens>,
+    pub logits: Vec<Vec<f32>>,
+    /// Identifies the texts and the teacher (the logits file's header), for the run's fingerprint.
+    pub source: String,
 }
 
 impl Kind {
@@ -190,6 +201,15 @@ pub fn run(job: Job) -> Result<Outcome> {
         gold(&job.data.test),
     );
     let fingerprint = fingerprint(&job, &train, &train_gold)?;
+    // Rows from `labelled` on are the transfer set's: soft targets only.
+    let labelled = train.len();
+    let mut train = train;
+    if let Kind::Student {
+        transfer: Some(t), ..
+    } = &job.kind
+    {
+        train.extend(t.tokens.iter().cloned());
+    }
 
     // What is in the directory already?
     let previous: Option<RunRecord> = std::fs::read(rd.run_json())
@@ -233,15 +253,25 @@ pub fn run(job: Job) -> Result<Outcome> {
         },
     )?;
 
-    // Soft targets: the teacher's logits, computed once and cached on disk.
+    // Soft targets: the teacher's logits, computed once and cached on disk, then the transfer
+    // set's.
     let teacher_logits = match &job.kind {
-        Kind::Student { teacher, loss, .. } if loss.alpha > 0.0 => Some(cached_teacher_logits(
-            &rd,
+        Kind::Student {
             teacher,
-            &train,
-            s.eval_batch_size,
-            fingerprint,
-        )?),
+            loss,
+            transfer,
+            ..
+        } if loss.alpha > 0.0 => {
+            let mut logits = cached_teacher_logits(
+                &rd,
+                teacher,
+                &train[..labelled],
+                s.eval_batch_size,
+                fingerprint,
+            )?;
+            logits.extend(transfer.iter().flat_map(|t| t.logits.iter().cloned()));
+            Some(logits)
+        }
         _ => None,
     };
 
@@ -306,17 +336,23 @@ pub fn run(job: Job) -> Result<Outcome> {
         while pos.batch < batches.len() {
             let idx = &batches[pos.batch];
             let batch = batch_of(&train, idx, pad, &job.model)?;
-            let labels = labels_of(&train_gold, idx, &job.model)?;
             let mut rng = Rng::derived(s.seed, "dropout", pos.step as u64);
             let out = job.model.forward(&batch, Some(&mut rng))?;
+            let hard = labelled_cross_entropy(&out.logits, idx, labelled, &train_gold, &job.model)?;
             let loss = match &job.kind {
-                Kind::Teacher => cross_entropy(&out.logits, &labels)?,
+                Kind::Teacher => hard.ok_or_else(|| {
+                    DistillError::Usage("a teacher is trained on labelled texts only".into())
+                })?,
                 Kind::Student {
                     teacher,
                     layers,
                     loss: w,
+                    ..
                 } => {
-                    let mut total = (cross_entropy(&out.logits, &labels)? * w.beta)?;
+                    let mut total = match hard {
+                        Some(ce) => (ce * w.beta)?,
+                        None => Tensor::zeros((), candle_core::DType::F32, job.model.device())?,
+                    };
                     if let Some(cache) = &teacher_logits {
                         let rows: Vec<f32> =
                             idx.iter().flat_map(|&i| cache[i].iter().copied()).collect();
@@ -513,6 +549,29 @@ pub fn run(job: Job) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// The cross-entropy of a batch's rows that have labels (rows `< labelled`), or `None` when it has
+/// none (a batch of transfer texts only).
+fn labelled_cross_entropy(
+    logits: &Tensor,
+    idx: &[usize],
+    labelled: usize,
+    gold: &[usize],
+    model: &Bert,
+) -> Result<Option<Tensor>> {
+    let rows: Vec<u32> = (0..idx.len() as u32)
+        .filter(|&r| idx[r as usize] < labelled)
+        .collect();
+    if rows.len() == idx.len() {
+        return Ok(Some(cross_entropy(logits, &labels_of(gold, idx, model)?)?));
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let of: Vec<usize> = rows.iter().map(|&r| idx[r as usize]).collect();
+    let picked = logits.index_select(&Tensor::new(rows, model.device())?, 0)?;
+    Ok(Some(cross_entropy(&picked, &labels_of(gold, &of, model)?)?))
+}
+
 /// The teacher layer whose output each student layer's output is pulled towards by the cosine
 /// term: a student layer copied from teacher layer `l` stands for the teacher's layers up to the
 /// next mapped one, so it is aligned with the output of the layer just before that (the last
@@ -531,7 +590,18 @@ pub fn cosine_targets(layers: &[usize], teacher_layers: usize) -> Vec<usize> {
 fn fingerprint(job: &Job, train: &[Tokens], gold: &[usize]) -> Result<u32> {
     let mut h = crc32fast::Hasher::new();
     let layers = match &job.kind {
-        Kind::Student { layers, loss, .. } => serde_json::json!({ "layers": layers, "loss": loss }),
+        Kind::Student {
+            layers,
+            loss,
+            transfer,
+            ..
+        } => {
+            let mut v = serde_json::json!({ "layers": layers, "loss": loss });
+            if let Some(t) = transfer {
+                v["transfer"] = serde_json::json!(t.source);
+            }
+            v
+        }
         Kind::Teacher => serde_json::Value::Null,
     };
     let desc = serde_json::json!({

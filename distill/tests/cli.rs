@@ -141,3 +141,128 @@ fn teacher_student_evaluate_export_and_their_errors() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"));
 }
+
+#[test]
+fn teacher_logits_in_shards_merge_into_what_one_pass_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    write_checkpoint(&dir.path().join("teacher"), &TinySpec::default()).unwrap();
+    let mut texts: Vec<String> = (0..23)
+        .map(|i| {
+            format!(
+                "the film was {} and {} !",
+                ["great", "awful", "fun"][i % 3],
+                "very ".repeat(i % 5)
+            )
+        })
+        .collect();
+    texts[4] = "   ".into(); // blank: no logits, in every shard alike
+    std::fs::write(p("texts.txt"), texts.join("\n") + "\n").unwrap();
+    let logits = |shard: &str, out: &str| {
+        distill(&[
+            "teacher-logits",
+            &p("teacher"),
+            "--texts",
+            &p("texts.txt"),
+            "--shard",
+            shard,
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "-o",
+            &p(out),
+        ])
+    };
+    let whole = logits("0/1", "whole.jsonl");
+    assert!(whole.status.success(), "{}", stderr(&whole));
+    for k in 0..3 {
+        let o = logits(&format!("{k}/3"), &format!("part{k}.jsonl"));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let merge = |parts: &[&str], out: &str| {
+        let mut args = vec!["merge-logits".to_string()];
+        args.extend(parts.iter().map(|s| p(s)));
+        args.extend(["-o".into(), p(out)]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        distill(&args)
+    };
+    let o = merge(
+        &["part2.jsonl", "part0.jsonl", "part1.jsonl"],
+        "merged.jsonl",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |n: &str| edgebert_distill::transfer::read(Path::new(&p(n))).unwrap();
+    let (one, merged) = (read("whole.jsonl"), read("merged.jsonl"));
+    let as_merged = edgebert_distill::transfer::Header {
+        shards: 3,
+        shard: None,
+        ..one.header.clone()
+    };
+    assert_eq!(
+        as_merged, merged.header,
+        "the same teacher, texts and settings"
+    );
+    assert_eq!(one.rows.len(), 23);
+    assert!(one.rows[4].logits.is_none() && one.rows[5].logits.is_some());
+    for (a, b) in one.rows.iter().zip(&merged.rows) {
+        assert_eq!(a.line, b.line);
+        match (&a.logits, &b.logits) {
+            (Some(a), Some(b)) => assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5)),
+            (a, b) => assert_eq!(a, b),
+        }
+    }
+
+    // A shard missing, one given twice, one of other texts, a truncated shard: refused, no file.
+    let missing = merge(&["part0.jsonl", "part1.jsonl"], "bad.jsonl");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("shard 2/3 is missing"),
+        "{}",
+        stderr(&missing)
+    );
+    let twice = merge(&["part0.jsonl", "part1.jsonl", "part1.jsonl"], "bad.jsonl");
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(stderr(&twice).contains("is also in"), "{}", stderr(&twice));
+    std::fs::write(p("other.txt"), "good\nbad\nfun\n").unwrap();
+    let o = distill(&[
+        "teacher-logits",
+        &p("teacher"),
+        "--texts",
+        &p("other.txt"),
+        "--shard",
+        "2/3",
+        "--device",
+        "cpu",
+        "-o",
+        &p("other2.jsonl"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other = merge(&["part0.jsonl", "part1.jsonl", "other2.jsonl"], "bad.jsonl");
+    assert_eq!(other.status.code(), Some(2));
+    assert!(
+        stderr(&other).contains("not of the same pass"),
+        "{}",
+        stderr(&other)
+    );
+    let part1 = std::fs::read_to_string(p("part1.jsonl")).unwrap();
+    let cut: Vec<&str> = part1.lines().collect();
+    std::fs::write(p("cut1.jsonl"), cut[..cut.len() - 1].join("\n")).unwrap();
+    let truncated = merge(&["part0.jsonl", "cut1.jsonl", "part2.jsonl"], "bad.jsonl");
+    assert_eq!(truncated.status.code(), Some(2));
+    assert!(
+        stderr(&truncated).contains("truncated"),
+        "{}",
+        stderr(&truncated)
+    );
+    assert!(!dir.path().join("bad.jsonl").exists());
+    // Never over an input.
+    let over = merge(
+        &["part0.jsonl", "part1.jsonl", "part2.jsonl"],
+        "part0.jsonl",
+    );
+    assert_ne!(over.status.code(), Some(0));
+    assert_eq!(read("part0.jsonl").rows.len(), 8);
+    let bad_shard = logits("3/3", "x.jsonl");
+    assert_eq!(bad_shard.status.code(), Some(1));
+}

@@ -11,7 +11,7 @@ use edgebert_distill::loss::{cosine, cross_entropy, kl_t2};
 use edgebert_distill::model::{Batch, Bert};
 use edgebert_distill::train::{cosine_targets, Settings};
 use edgebert_distill::{DistillError, LossWeights};
-use edgebert_runtime::text::TextEncoder;
+use edgebert_runtime::text::{LongText, TextEncoder};
 use edgebert_runtime::{Classifier, ClassifierOptions};
 use edgebert_tests::{write_checkpoint, TinySpec};
 
@@ -327,6 +327,7 @@ fn fine_tuning_then_distillation_learn_a_separable_task() {
         &teacher_dir,
         None,
         loss,
+        None,
         train_args(&data, student_dir.clone()),
     )
     .unwrap();
@@ -351,6 +352,7 @@ fn fine_tuning_then_distillation_learn_a_separable_task() {
         tokenizer: None,
         labels: None,
         max_len: 32,
+        long: LongText::default(),
     };
     let (_, by_tract) = jobs::evaluate(
         &model(&ebm),
@@ -374,11 +376,76 @@ fn fine_tuning_then_distillation_learn_a_separable_task() {
         &teacher_dir,
         None,
         loss,
+        None,
         train_args(&data, student_dir.clone()),
     );
     assert!(
         matches!(again, Err(DistillError::Finished { .. })),
         "{again:?}"
+    );
+
+    // With a transfer set (its labels dropped), its teacher logits in two shards, merged: more
+    // steps per epoch, and the student still learns the task.
+    let extra = dir.path().join("extra.csv");
+    write_data(&extra, 160, 9);
+    let texts: Vec<String> = std::fs::read_to_string(&extra)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    let transfer_texts = dir.path().join("transfer.txt");
+    std::fs::write(&transfer_texts, texts.join("\n")).unwrap();
+    let parts: Vec<PathBuf> = (0..2)
+        .map(|k| {
+            let out = dir.path().join(format!("part{k}.jsonl"));
+            let shard = edgebert_distill::transfer::Shard { index: k, count: 2 };
+            edgebert_distill::transfer::teacher_logits(
+                &teacher_dir,
+                &transfer_texts,
+                shard,
+                32,
+                16,
+                &Device::Cpu,
+                &out,
+            )
+            .unwrap();
+            out
+        })
+        .collect();
+    let merged = dir.path().join("transfer-logits.jsonl");
+    edgebert_distill::transfer::merge(&parts, &merged).unwrap();
+    let transfer = |logits: &Path| jobs::TransferArgs {
+        texts: transfer_texts.clone(),
+        logits: Some(logits.to_path_buf()),
+    };
+    let with = jobs::distil_student(
+        &teacher_dir,
+        None,
+        loss,
+        Some(transfer(&merged)),
+        train_args(&data, dir.path().join("student-transfer")),
+    )
+    .unwrap();
+    let per_epoch = |o: &edgebert_distill::train::Outcome| o.steps / o.epochs_run;
+    assert!(
+        per_epoch(&with) > per_epoch(&s),
+        "{} vs {}",
+        with.steps,
+        s.steps
+    );
+    assert!(with.dev.as_ref().unwrap().accuracy >= 0.9, "{:?}", with.dev);
+    // One shard alone is not a transfer set.
+    let partial = jobs::distil_student(
+        &teacher_dir,
+        None,
+        loss,
+        Some(transfer(&parts[0])),
+        train_args(&data, dir.path().join("student-partial")),
+    );
+    assert!(
+        matches!(&partial, Err(DistillError::BadData { message, .. }) if message.contains("merge")),
+        "{partial:?}"
     );
 }
 

@@ -9,8 +9,10 @@ use edgebert_distill::data::DataSpec;
 use edgebert_distill::jobs::{self, DeviceChoice, EvalModel, TrainArgs, Which};
 use edgebert_distill::optim::AdamWConfig;
 use edgebert_distill::train::{Outcome, Settings};
+use edgebert_distill::transfer::{self, Header, Shard};
 use edgebert_distill::{DistillError, LossWeights};
 use edgebert_runtime::cli::parse_args;
+use edgebert_runtime::text::LongText;
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +58,14 @@ enum Command {
         /// Softmax temperature of the soft targets.
         #[arg(long, default_value_t = 2.0)]
         temperature: f64,
+        /// A transfer set: unlabelled texts, one per line, learnt from the teacher's soft
+        /// targets alone (α·KL·T²) beside the labelled data.
+        #[arg(long)]
+        transfer: Option<PathBuf>,
+        /// The teacher's logits on --transfer (teacher-logits, merge-logits); without it they are
+        /// computed first, here.
+        #[arg(long, requires = "transfer")]
+        transfer_logits: Option<PathBuf>,
         #[command(flatten)]
         train: TrainOpts,
     },
@@ -76,6 +86,10 @@ enum Command {
         model_labels: Option<String>,
         #[arg(long, default_value_t = 128)]
         max_len: usize,
+        /// A text longer than the model: `chunks` (windows, logits averaged), `head+tail` or
+        /// `head`, as `edgebert --long`.
+        #[arg(long, default_value_t = LongText::default())]
+        long: LongText,
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
         /// Print JSON.
@@ -111,6 +125,35 @@ enum Command {
         threads: Option<usize>,
         #[arg(long)]
         json: bool,
+    },
+    /// The teacher's logits on unlabelled texts (one per line): the soft targets of a transfer
+    /// set. `--shard K/N` computes every N-th line from line K only, one job per machine; then
+    /// `merge-logits` joins the N files (docs/transfer-logits.md).
+    TeacherLogits {
+        /// The fine-tuned teacher checkpoint.
+        teacher: PathBuf,
+        /// Texts, one per line.
+        #[arg(long)]
+        texts: PathBuf,
+        #[arg(long, default_value = "0/1")]
+        shard: Shard,
+        /// Texts are cut at this many tokens, as in training.
+        #[arg(long, default_value_t = 128)]
+        max_len: usize,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Join the shards of one `teacher-logits` pass into one file, checking that every shard is
+    /// there once and that all are of the same teacher, texts and settings.
+    MergeLogits {
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Export a checkpoint to ONNX f32 (or a bundle when the output ends in .ebm), ready for
     /// edgebert-quantize.
@@ -288,6 +331,8 @@ fn main() -> ExitCode {
             beta,
             gamma,
             temperature,
+            transfer,
+            transfer_logits,
             train,
         } => {
             let loss = LossWeights {
@@ -296,7 +341,11 @@ fn main() -> ExitCode {
                 gamma,
                 temperature,
             };
-            jobs::distil_student(&teacher, layers, loss, train.args())
+            let transfer = transfer.map(|texts| jobs::TransferArgs {
+                texts,
+                logits: transfer_logits,
+            });
+            jobs::distil_student(&teacher, layers, loss, transfer, train.args())
                 .map(|o| print_outcome(&o, &train.output))
         }
         Command::Evaluate {
@@ -306,6 +355,7 @@ fn main() -> ExitCode {
             tokenizer,
             model_labels,
             max_len,
+            long,
             device,
             json,
         } => {
@@ -314,6 +364,7 @@ fn main() -> ExitCode {
                 tokenizer,
                 labels: model_labels,
                 max_len,
+                long,
             };
             jobs::evaluate(&m, &data.spec(), split, device).map(|(labels, s)| {
                 if json {
@@ -386,6 +437,23 @@ fn main() -> ExitCode {
                     }
                 })
         }
+        Command::TeacherLogits {
+            teacher,
+            texts,
+            shard,
+            max_len,
+            batch_size,
+            device,
+            output,
+        } => device
+            .device()
+            .and_then(|d| {
+                transfer::teacher_logits(&teacher, &texts, shard, max_len, batch_size, &d, &output)
+            })
+            .map(|h| print_logits(&h, &output)),
+        Command::MergeLogits { shards, output } => {
+            transfer::merge(&shards, &output).map(|h| print_logits(&h, &output))
+        }
         Command::Export {
             checkpoint,
             output,
@@ -401,4 +469,18 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+fn print_logits(h: &Header, output: &std::path::Path) {
+    let shard = match h.shard {
+        Some(k) => format!("shard {k}/{}", h.shards),
+        None => format!("{} shards merged", h.shards),
+    };
+    println!(
+        "wrote {} ({shard} of {} text lines; teacher {}, texts {})",
+        output.display(),
+        h.lines,
+        h.teacher,
+        h.texts
+    );
 }
