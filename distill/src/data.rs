@@ -248,13 +248,16 @@ pub fn tokenize(encoder: &TextEncoder, rows: &[Row]) -> Result<Vec<Tokens>> {
         .collect()
 }
 
+/// Rows as the runtime reads them: every input of every row.
+pub struct Windows {
+    pub tokens: Vec<Tokens>,
+    /// Per input: its row, and its share of the row's tokens (the weight of its logits).
+    pub owners: Vec<(usize, f32)>,
+}
+
 /// Tokenizes rows into the inputs the runtime would run for them (`long`: how a long text is
-/// read); with each input, its row and its share of the row's tokens (the weight of its logits).
-pub fn tokenize_windows(
-    encoder: &TextEncoder,
-    rows: &[Row],
-    long: LongText,
-) -> Result<(Vec<Tokens>, Vec<(usize, f32)>)> {
+/// read).
+pub fn tokenize_windows(encoder: &TextEncoder, rows: &[Row], long: LongText) -> Result<Windows> {
     let mut windows = Vec::new();
     let mut owners = Vec::new();
     for (ix, r) in rows.iter().enumerate() {
@@ -273,7 +276,10 @@ pub fn tokenize_windows(
             });
         }
     }
-    Ok((windows, owners))
+    Ok(Windows {
+        tokens: windows,
+        owners,
+    })
 }
 
 /// Batches of example indices for one epoch: shuffled, then sorted by length inside windows of

@@ -219,15 +219,16 @@ pub fn evaluate(
         let encoder =
             edgebert_runtime::text::TextEncoder::from_json(&tokenizer_json, model.max_len)
                 .map_err(edgebert_runtime::Error::from)?;
-        let (windows, owners) = data::tokenize_windows(&encoder, &rows, model.long)?;
+        let windows = data::tokenize_windows(&encoder, &rows, model.long)?;
         let gold: Vec<usize> = rows.iter().map(|r| r.label).collect();
-        let bar = progress_bar(windows.len() as u64, "evaluating");
-        let logits = crate::eval::logits(&bert, &windows, 64, &bar)?;
+        let bar = progress_bar(windows.tokens.len() as u64, "evaluating");
+        let logits = crate::eval::logits(&bert, &windows.tokens, 64, &bar)?;
         bar.finish_and_clear();
-        let predicted: Vec<Option<usize>> = crate::eval::averaged(&logits, &owners, rows.len())
-            .iter()
-            .map(|l| Some(crate::eval::argmax(l)))
-            .collect();
+        let predicted: Vec<Option<usize>> =
+            crate::eval::averaged(&logits, &windows.owners, rows.len())
+                .iter()
+                .map(|l| Some(crate::eval::argmax(l)))
+                .collect();
         let scores = Scores::new(&gold, &predicted, bert.labels.len());
         return Ok((bert.labels.clone(), scores));
     }

@@ -241,14 +241,19 @@ impl TextEncoder {
     }
 }
 
+/// An input of one run of tokens.
+fn span(tokens: Range<usize>) -> Vec<Range<usize>> {
+    std::iter::once(tokens).collect()
+}
+
 /// Which of a text's `n` tokens go into which input, `room` tokens at most each.
 fn windows(n: usize, room: usize, long: LongText) -> Vec<Vec<Range<usize>>> {
     let room = room.max(1);
     if n <= room {
-        return vec![vec![0..n]];
+        return vec![span(0..n)];
     }
     match long {
-        LongText::Head => vec![vec![0..room]],
+        LongText::Head => vec![span(0..room)],
         LongText::HeadTail => {
             let head = room / 4;
             vec![vec![0..head, n - (room - head)..n]]
@@ -259,13 +264,13 @@ fn windows(n: usize, room: usize, long: LongText) -> Vec<Vec<Range<usize>>> {
                 // Equal shares (sizes differ by one at most): no short last window that would
                 // weigh as much as a full one.
                 (0..count)
-                    .map(|i| vec![i * n / count..(i + 1) * n / count])
+                    .map(|i| span(i * n / count..(i + 1) * n / count))
                     .collect()
             } else {
                 (0..MAX_WINDOWS)
                     .map(|i| {
                         let start = i * (n - room) / (MAX_WINDOWS - 1);
-                        vec![start..start + room]
+                        span(start..start + room)
                     })
                     .collect()
             }
