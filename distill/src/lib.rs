@@ -14,6 +14,7 @@ pub mod model;
 pub mod optim;
 pub mod report;
 pub mod rng;
+mod rundir;
 pub mod train;
 pub mod transfer;
 

@@ -1,8 +1,11 @@
 //! The distillation objective: α·KL·T² + β·CE + γ·(1 − cos), each term from differentiable ops.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 
-use crate::error::Result;
+use crate::error::{DistillError, Result};
+use crate::eval::labels_of;
+use crate::model::{Batch, Bert, Output};
+use crate::train::Kind;
 
 /// Weights of the loss terms and the softmax temperature.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -56,6 +59,101 @@ pub fn cosine(student: &Tensor, teacher: &Tensor, mask: &Tensor) -> Result<Tenso
     let cos = (dot / (norms + 1e-8)?)?;
     let per_token = ((1.0 - cos)? * mask)?;
     Ok((per_token.sum_all()? / mask.sum_all()?)?)
+}
+
+/// What a batch's rows are trained towards: labels for rows below `labelled` (the rest are a
+/// transfer set's), and the teacher's logits for every row when the soft-target term is on.
+pub struct Targets<'a> {
+    pub gold: &'a [usize],
+    pub labelled: usize,
+    pub soft: Option<&'a [Vec<f32>]>,
+}
+
+/// The training objective of a batch (rows `idx`, the model's output `out`): cross-entropy for a
+/// teacher; β·CE + α·KL·T² + γ·(1 − cos) for a student, each term as its weights say.
+pub fn objective(
+    kind: &Kind,
+    model: &Bert,
+    batch: &Batch,
+    out: &Output,
+    idx: &[usize],
+    targets: &Targets,
+) -> Result<Tensor> {
+    let hard = labelled_cross_entropy(&out.logits, idx, targets.labelled, targets.gold, model)?;
+    let (teacher, layers, w) = match kind {
+        Kind::Teacher => {
+            return hard.ok_or_else(|| {
+                DistillError::Usage("a teacher is trained on labelled texts only".into())
+            })
+        }
+        Kind::Student {
+            teacher,
+            layers,
+            loss,
+            ..
+        } => (teacher, layers, loss),
+    };
+    let mut total = match hard {
+        Some(ce) => (ce * w.beta)?,
+        None => Tensor::zeros((), DType::F32, model.device())?,
+    };
+    if let Some(soft) = targets.soft {
+        let rows: Vec<f32> = idx.iter().flat_map(|&i| soft[i].iter().copied()).collect();
+        let t = Tensor::from_vec(rows, (idx.len(), model.labels.len()), model.device())?;
+        total = (total + (kl_t2(&out.logits, &t, w.temperature)? * w.alpha)?)?;
+    }
+    if w.gamma > 0.0 {
+        let t_out = teacher.forward(batch, None)?;
+        let targets = cosine_targets(layers, teacher.config.num_hidden_layers);
+        let mut cos = Tensor::zeros((), DType::F32, model.device())?;
+        for (j, &t_layer) in targets.iter().enumerate() {
+            let term = cosine(
+                &out.hidden[j + 1],
+                &t_out.hidden[t_layer + 1].detach(),
+                &batch.mask,
+            )?;
+            cos = (cos + term)?;
+        }
+        total = (total + (cos * (w.gamma / targets.len() as f64))?)?;
+    }
+    Ok(total)
+}
+
+/// The cross-entropy of a batch's rows that have labels (rows `< labelled`), or `None` when it has
+/// none (a batch of transfer texts only).
+fn labelled_cross_entropy(
+    logits: &Tensor,
+    idx: &[usize],
+    labelled: usize,
+    gold: &[usize],
+    model: &Bert,
+) -> Result<Option<Tensor>> {
+    let rows: Vec<u32> = (0..idx.len() as u32)
+        .filter(|&r| idx[r as usize] < labelled)
+        .collect();
+    if rows.len() == idx.len() {
+        return Ok(Some(cross_entropy(logits, &labels_of(gold, idx, model)?)?));
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let of: Vec<usize> = rows.iter().map(|&r| idx[r as usize]).collect();
+    let picked = logits.index_select(&Tensor::new(rows, model.device())?, 0)?;
+    Ok(Some(cross_entropy(&picked, &labels_of(gold, &of, model)?)?))
+}
+
+/// The teacher layer whose output each student layer's output is pulled towards by the cosine
+/// term: a student layer copied from teacher layer `l` stands for the teacher's layers up to the
+/// next mapped one, so it is aligned with the output of the layer just before that (the last
+/// student layer with the teacher's last): `[0, 2, 4]` of 6 → `[1, 3, 5]`.
+pub fn cosine_targets(layers: &[usize], teacher_layers: usize) -> Vec<usize> {
+    (0..layers.len())
+        .map(|j| {
+            layers
+                .get(j + 1)
+                .map_or(teacher_layers - 1, |&next| next - 1)
+        })
+        .collect()
 }
 
 #[cfg(test)]
