@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod emails;
 pub mod error;
 pub mod eval;
 pub mod jobs;

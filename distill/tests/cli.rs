@@ -266,3 +266,66 @@ fn teacher_logits_in_shards_merge_into_what_one_pass_gives() {
     let bad_shard = logits("3/3", "x.jsonl");
     assert_eq!(bad_shard.status.code(), Some(1));
 }
+
+#[test]
+fn emails_become_a_csv_split_by_date_within_each_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = |folder: &str, name: &str, day: usize, subject: &str| {
+        let d = dir.path().join(folder);
+        std::fs::create_dir_all(&d).unwrap();
+        let text = format!(
+            "From: x@y.example\r\nDate: {day:02} Sep 2002 10:00:00 +0000\r\nSubject: {subject}\r\n\r\nbody of {subject}\r\n"
+        );
+        std::fs::write(d.join(name), text).unwrap();
+    };
+    // Ten of each label, written in an order unlike their dates.
+    for i in 0..10 {
+        let day = 1 + (i * 7) % 10;
+        mail(
+            "ham",
+            &format!("{i:02}.eml"),
+            day,
+            &format!("meeting {day}"),
+        );
+        mail(
+            "spam",
+            &format!("{i:02}.eml"),
+            day + 10,
+            &format!("offer {day}"),
+        );
+    }
+    mail("spam", "copy.eml", 28, "offer 3"); // the same text as another: left out
+    std::fs::write(dir.path().join("spam").join("junk.bin"), "no headers here").unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let o = distill(&[
+        "emails",
+        &format!("ham={}", p("ham")),
+        &format!("spam={}", p("spam")),
+        "-o",
+        &p("mail.csv"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("1 duplicates left out, 1 files not e-mails"),
+        "{out}"
+    );
+    let mut r = csv::Reader::from_path(p("mail.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    assert_eq!(rows.len(), 20);
+    for (label, oldest) in [("ham", "meeting 1\n"), ("spam", "offer 1\n")] {
+        let of: Vec<&csv::StringRecord> = rows.iter().filter(|x| &x[1] == label).collect();
+        let splits: Vec<&str> = of.iter().map(|x| &x[2]).collect();
+        assert_eq!(
+            splits,
+            [vec!["train"; 8], vec!["dev"], vec!["test"]].concat(),
+            "{label}"
+        );
+        // Oldest first: the test row is the newest mail.
+        let days: Vec<i64> = of.iter().map(|x| x[4].parse::<i64>().unwrap()).collect();
+        assert!(days.windows(2).all(|w| w[0] < w[1]), "{days:?}");
+        assert!(of[0][0].starts_with(oldest), "{:?}", &of[0][0]);
+    }
+    let missing = distill(&["emails", &format!("ham={}", p("nope")), "-o", &p("x.csv")]);
+    assert_ne!(missing.status.code(), Some(0));
+}

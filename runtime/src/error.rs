@@ -97,6 +97,8 @@ pub enum InputError {
     InvalidUtf8 { valid_up_to: usize },
     #[error("tokenization failed: {0}")]
     Tokenizer(String),
+    #[error("not an e-mail: no header block, or neither a subject nor body text")]
+    NotEmail,
 }
 
 /// Every error the runtime library returns.

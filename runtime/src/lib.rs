@@ -14,6 +14,8 @@ pub mod classifier;
 pub mod cli;
 pub mod contain;
 pub mod cpu;
+#[cfg(feature = "email")]
+pub mod email;
 pub mod engine;
 pub mod error;
 pub mod fsutil;

@@ -655,3 +655,61 @@ fn quantize_annotate_records_provenance_and_metrics() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
+
+#[test]
+fn raw_emails_are_read_as_subject_and_body_text() {
+    let m = TinyModel::new();
+    let plain = m.path("plain.eml");
+    std::fs::write(
+        &plain,
+        "From: a@b.example\r\nSubject: great film\r\n\r\nthe acting was\r\n  very good !\r\n",
+    )
+    .unwrap();
+    let html = m.path("html.eml");
+    std::fs::write(
+        &html,
+        "Subject: awful plot\r\nContent-Type: text/html\r\n\r\n<html><body><p>boring <b>movie</b></p></body></html>\r\n",
+    )
+    .unwrap();
+    let not_mail = m.path("note.txt");
+    std::fs::write(&not_mail, "just a line").unwrap();
+    let out = edgebert()
+        .args(["classify", "--model", s(&m.bundle), "--json", "--email"])
+        .args([s(&plain), s(&html), s(&not_mail)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "one file is not an e-mail");
+    let v = json_lines(&out);
+    assert_eq!(v.len(), 3, "one answer per file, in order");
+    assert_eq!(v[0]["file"], s(&plain));
+    assert!(v[2]["error"].as_str().unwrap().contains("not an e-mail"));
+    // Each mail answers as its subject and body text would.
+    let texts = out_of(
+        &m,
+        &[
+            "great film\nthe acting was very good !",
+            "awful plot\nboring movie",
+        ],
+    );
+    for (mail, text) in v.iter().zip(&texts) {
+        assert_eq!(mail["probability"], text["probability"]);
+        assert_eq!(mail["tokens"], text["tokens"]);
+    }
+    // One mail on stdin.
+    let piped = run_with_stdin(
+        &["classify", "--model", s(&m.bundle), "--json", "--email"],
+        &std::fs::read(&plain).unwrap(),
+    );
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert_eq!(json_lines(&piped)[0]["probability"], v[0]["probability"]);
+}
+
+fn out_of(m: &TinyModel, texts: &[&str]) -> Vec<Value> {
+    let out = edgebert()
+        .args(["classify", "--model", s(&m.bundle), "--json"])
+        .args(texts)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    json_lines(&out)
+}

@@ -155,6 +155,15 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// A labelled CSV (text,label,split,group,date) from folders of raw e-mails, each read as
+    /// `edgebert classify --email` reads it; split by date (oldest 80% train, newest 10% test).
+    Emails {
+        /// `LABEL=FOLDER`, e.g. `spam=assets/data/spamassassin/spam-1` (repeatable).
+        #[arg(required = true, value_parser = parse_pair)]
+        sources: Vec<(String, String)>,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Export a checkpoint to ONNX f32 (or a bundle when the output ends in .ebm), ready for
     /// edgebert-quantize.
     Export {
@@ -451,6 +460,22 @@ fn main() -> ExitCode {
                 transfer::teacher_logits(&teacher, &texts, shard, max_len, batch_size, &d, &output)
             })
             .map(|h| print_logits(&h, &output)),
+        Command::Emails { sources, output } => {
+            let sources: Vec<(String, PathBuf)> = sources
+                .into_iter()
+                .map(|(label, dir)| (label, PathBuf::from(dir)))
+                .collect();
+            edgebert_distill::emails::email_corpus(&sources, &output).map(|c| {
+                println!("wrote {}", output.display());
+                for ((split, label), n) in &c.counts {
+                    println!("  {split:<5} {label:<10} {n:>6}");
+                }
+                println!(
+                    "  {} duplicates left out, {} files not e-mails",
+                    c.duplicates, c.unreadable
+                );
+            })
+        }
         Command::MergeLogits { shards, output } => {
             transfer::merge(&shards, &output).map(|h| print_logits(&h, &output))
         }

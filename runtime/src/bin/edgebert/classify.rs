@@ -1,6 +1,6 @@
 //! `edgebert classify`: texts from the arguments, a file or stdin; one answer line each.
 
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use edgebert_runtime::cli::exit;
@@ -13,27 +13,56 @@ use crate::Failure;
 /// Texts read per batch from a file or stdin.
 const CHUNK_LINES: usize = 256;
 
+/// Where an answer's text came from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Argument,
+    Line(usize),
+    File(&'a str),
+}
+
 pub(crate) fn run(
     classifier: &mut Classifier,
     texts: Vec<String>,
     file: Option<PathBuf>,
+    email: bool,
     json: bool,
     top_k: usize,
 ) -> Result<u8, Failure> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = 0usize;
-    let mut emit =
-        |out: &mut dyn Write, line: Option<usize>, result: Result<Prediction, String>| {
-            if result.is_err() {
-                failed += 1;
-            }
-            write_answer(out, line, result, json, top_k)
-        };
+    let mut emit = |out: &mut dyn Write, at: Source, result: Result<Prediction, String>| {
+        if result.is_err() {
+            failed += 1;
+        }
+        write_answer(out, at, result, json, top_k)
+    };
 
-    if !texts.is_empty() {
+    if email {
+        // Each argument a raw e-mail file (`-` or none: one on stdin).
+        let paths = if texts.is_empty() {
+            vec!["-".to_string()]
+        } else {
+            texts
+        };
+        let read: Vec<Result<String, String>> = paths.iter().map(|p| email_text(p)).collect();
+        let ok: Vec<&str> = read.iter().filter_map(|r| r.as_deref().ok()).collect();
+        let mut answers = classifier.classify_batch(&ok)?.into_iter();
+        for (path, r) in paths.iter().zip(read) {
+            let result = match r {
+                Ok(_) => answers
+                    .next()
+                    .map_or(Err("not classified".to_string()), |a| {
+                        a.map_err(|e| e.to_string())
+                    }),
+                Err(e) => Err(e),
+            };
+            emit(&mut out, Source::File(path), result).map_err(Failure::io)?;
+        }
+    } else if !texts.is_empty() {
         for r in classifier.classify_batch(&texts)? {
-            emit(&mut out, None, r.map_err(|e| e.to_string())).map_err(Failure::io)?;
+            emit(&mut out, Source::Argument, r.map_err(|e| e.to_string())).map_err(Failure::io)?;
         }
     } else {
         let (mut reader, size): (Box<dyn BufRead>, Option<u64>) = match file.as_deref() {
@@ -61,7 +90,7 @@ pub(crate) fn run(
             &mut reader,
             CHUNK_LINES,
             |bytes| bar.inc(bytes),
-            |n, r| emit(&mut out, Some(n), r),
+            |n, r| emit(&mut out, Source::Line(n), r),
         );
         match lines {
             Ok(()) => {}
@@ -79,10 +108,26 @@ pub(crate) fn run(
     })
 }
 
+/// A raw e-mail file (`-`: stdin) as the text the model reads.
+fn email_text(path: &str) -> Result<String, String> {
+    let raw = if path == "-" {
+        let mut raw = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut raw)
+            .map(|_| raw)
+            .map_err(|e| format!("stdin: {e}"))?
+    } else {
+        std::fs::read(path).map_err(|e| format!("{path}: {e}"))?
+    };
+    edgebert_runtime::email::email_text(&raw)
+        .map(|e| e.text)
+        .map_err(|e| format!("{path}: {e}"))
+}
+
 /// One answer: JSON, or the labels and probabilities tab-separated; an error also on stderr.
 fn write_answer(
     out: &mut dyn Write,
-    line: Option<usize>,
+    at: Source,
     result: Result<Prediction, String>,
     json: bool,
     top_k: usize,
@@ -90,8 +135,10 @@ fn write_answer(
     match result {
         Ok(p) if json => {
             let mut v = serve::prediction_json(&p, Some(top_k));
-            if let Some(n) = line {
-                v["line"] = json!(n);
+            match at {
+                Source::Argument => {}
+                Source::Line(n) => v["line"] = json!(n),
+                Source::File(f) => v["file"] = json!(f),
             }
             writeln!(out, "{v}")
         }
@@ -108,13 +155,26 @@ fn write_answer(
                 (false, 1) => String::new(),
                 (false, w) => format!("\t({w} windows)"),
             };
-            writeln!(out, "{}{note}", labels.join("\t"))
+            let file = match at {
+                Source::File(f) => format!("{f}\t"),
+                _ => String::new(),
+            };
+            writeln!(out, "{file}{}{note}", labels.join("\t"))
         }
         Err(msg) => {
-            let at = line.map(|n| format!("line {n}: ")).unwrap_or_default();
-            eprintln!("error: {at}{msg}");
+            let (prefix, key) = match at {
+                Source::Line(n) => (format!("line {n}: "), json!({ "line": n })),
+                Source::File(_) => (String::new(), json!({})),
+                Source::Argument => (String::new(), json!({ "line": null })),
+            };
+            eprintln!("error: {prefix}{msg}");
             if json {
-                writeln!(out, "{}", json!({"line": line, "error": msg}))
+                let mut v = key;
+                v["error"] = json!(msg);
+                if let Source::File(f) = at {
+                    v["file"] = json!(f);
+                }
+                writeln!(out, "{v}")
             } else {
                 Ok(())
             }

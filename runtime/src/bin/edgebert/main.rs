@@ -88,8 +88,12 @@ enum Command {
         /// Texts to classify; none: read --file or stdin.
         texts: Vec<String>,
         /// Read texts from this file, one per line (`-`: stdin).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "email")]
         file: Option<PathBuf>,
+        /// The arguments are raw e-mail files (`-` or none: one on stdin), each read as its
+        /// subject and body text (MIME, encodings and HTML decoded), e.g. for a spam model.
+        #[arg(long)]
+        email: bool,
         /// Print JSON lines.
         #[arg(long)]
         json: bool,
@@ -272,6 +276,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Classify {
             texts,
             file,
+            email,
             json,
             top_k,
             batch_size,
@@ -292,7 +297,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             };
             let mut classifier = source.load(options)?;
             attach_pins(&mut classifier, &gpio)?;
-            classify::run(&mut classifier, texts, file, json, top_k.max(1))
+            classify::run(&mut classifier, texts, file, email, json, top_k.max(1))
         }
         Command::Serve {
             socket,
