@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use edgebert_quantize::data::{read_table, Record};
-use edgebert_runtime::text::{LongText, TextEncoder};
+use edgebert_runtime::text::{Encoded, LongText, TextEncoder};
 
 use crate::error::{DistillError, Result};
 use crate::rng::Rng;
@@ -232,6 +232,15 @@ pub struct Tokens {
     pub types: Vec<u32>,
 }
 
+impl From<&Encoded> for Tokens {
+    fn from(e: &Encoded) -> Tokens {
+        Tokens {
+            ids: e.ids.iter().map(|&i| i as u32).collect(),
+            types: e.type_ids.iter().map(|&i| i as u32).collect(),
+        }
+    }
+}
+
 /// Tokenizes rows with the model's tokenizer (cut at its maximum length).
 pub fn tokenize(encoder: &TextEncoder, rows: &[Row]) -> Result<Vec<Tokens>> {
     rows.iter()
@@ -240,10 +249,7 @@ pub fn tokenize(encoder: &TextEncoder, rows: &[Row]) -> Result<Vec<Tokens>> {
                 path: PathBuf::from(format!("line {}", r.line)),
                 message: e.to_string(),
             })?;
-            Ok(Tokens {
-                ids: e.ids.iter().map(|&i| i as u32).collect(),
-                types: e.type_ids.iter().map(|&i| i as u32).collect(),
-            })
+            Ok(Tokens::from(&e))
         })
         .collect()
 }
@@ -270,10 +276,7 @@ pub fn tokenize_windows(encoder: &TextEncoder, rows: &[Row], long: LongText) -> 
         let total = reading.tokens() as f32;
         for w in reading.windows {
             owners.push((ix, w.ids.len() as f32 / total));
-            windows.push(Tokens {
-                ids: w.ids.iter().map(|&i| i as u32).collect(),
-                types: w.type_ids.iter().map(|&i| i as u32).collect(),
-            });
+            windows.push(Tokens::from(&w));
         }
     }
     Ok(Windows {

@@ -159,10 +159,7 @@ pub fn teacher_logits(
     for &i in &mine {
         if let Ok(e) = encoder.encode(&lines[i]) {
             encoded.push(i);
-            tokens.push(Tokens {
-                ids: e.ids.iter().map(|&x| x as u32).collect(),
-                types: e.type_ids.iter().map(|&x| x as u32).collect(),
-            });
+            tokens.push(Tokens::from(&e));
         }
     }
     let bar = progress_bar(tokens.len() as u64, &format!("teacher logits {shard}"));
@@ -192,8 +189,9 @@ pub fn teacher_logits(
         &teacher_dir.join("config.json"),
         &teacher_dir.join("tokenizer.json"),
     ];
-    write(out, &Logits { header, rows }, &inputs)?;
-    read(out).map(|l| l.header)
+    let logits = Logits { header, rows };
+    write(out, &logits, &inputs)?;
+    Ok(logits.header)
 }
 
 /// Reads a logits file, checking that its rows are its shard's lines, in order, each once.
@@ -316,8 +314,9 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Header> {
     let mut rows: Vec<Row> = parts.into_iter().flat_map(|p| p.rows).collect();
     rows.sort_by_key(|r| r.line);
     let inputs: Vec<&Path> = shards.iter().map(PathBuf::as_path).collect();
-    write(out, &Logits { header: base, rows }, &inputs)?;
-    read(out).map(|l| l.header)
+    let merged = Logits { header: base, rows };
+    write(out, &merged, &inputs)?;
+    Ok(merged.header)
 }
 
 /// The transfer set for training: the lines of `texts` that have logits in `file`, tokenized with
@@ -371,10 +370,7 @@ pub fn training_set(
             let e = encoder
                 .encode(&lines[row.line])
                 .map_err(|e| bad(texts, format!("line {}: {e}", row.line + 1)))?;
-            tokens.push(Tokens {
-                ids: e.ids.iter().map(|&x| x as u32).collect(),
-                types: e.type_ids.iter().map(|&x| x as u32).collect(),
-            });
+            tokens.push(Tokens::from(&e));
             kept.push(l);
         }
     }
