@@ -252,7 +252,7 @@ pub fn evaluate(
         ModelSource::Bundle(path.clone())
     };
     let mut classifier = source.load(ClassifierOptions {
-        long: model.long,
+        long: Some(model.long),
         ..ClassifierOptions::default()
     })?;
     let labels = classifier.labels().to_vec();

@@ -549,7 +549,7 @@ pub fn annotate(input: &Path, output: &Path, a: &Annotation) -> Result<(), Error
     Ok(())
 }
 
-fn set_metric(metrics: &mut Vec<Metric>, name: &str, value: f64) {
+pub(crate) fn set_metric(metrics: &mut Vec<Metric>, name: &str, value: f64) {
     metrics.retain(|m| m.name != name);
     metrics.push(Metric {
         name: name.into(),

@@ -16,6 +16,7 @@ pub mod job;
 pub mod onnx;
 pub mod plot;
 pub mod prune;
+pub mod threshold;
 
 pub use checkpoint::{BertConfig, Checkpoint};
 pub use error::Error;

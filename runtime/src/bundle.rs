@@ -20,7 +20,10 @@
 //! 30k-piece vocabulary as JSON: 440 KB → about 170 KB); version 1 files still read. Version 3
 //! is written only for a compiled graph (`edgebert compile`: tract's analysed graph as NNEF, see
 //! [`crate::engine::Engine::compile`]), so a bundle with an ONNX graph stays readable by
-//! version 2 readers and an older reader refuses a compiled one by its version.
+//! version 2 readers and an older reader refuses a compiled one by its version. Version 4 adds
+//! the model's reading defaults ([`crate::manifest::Defaults`]: a decision threshold, a long-text
+//! mode), postcard-encoded right after the manifest in its section; it is written only when a
+//! bundle has some, so that an older reader refuses such a bundle instead of ignoring them.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -31,8 +34,11 @@ use crate::manifest::Manifest;
 
 /// The first eight bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"EDGEBERT";
-/// The newest bundle format version this build reads (and writes, for a compiled graph).
-pub const FORMAT_VERSION: u16 = 3;
+/// The newest bundle format version this build reads (and writes, for a bundle with reading
+/// defaults).
+pub const FORMAT_VERSION: u16 = 4;
+/// The version written for a bundle whose graph is compiled (and that has no reading defaults).
+pub const COMPILED_FORMAT_VERSION: u16 = 3;
 /// The version written for a bundle whose graph is ONNX.
 pub const ONNX_FORMAT_VERSION: u16 = 2;
 /// The oldest bundle format version this build reads.
@@ -85,8 +91,12 @@ impl Bundle {
         if stored != computed {
             return Err(BundleError::Checksum { stored, computed });
         }
-        let manifest: Manifest = postcard::from_bytes(sections.manifest)
-            .map_err(|e| BundleError::Manifest(e.to_string()))?;
+        let bad = |e: postcard::Error| BundleError::Manifest(e.to_string());
+        let (mut manifest, rest): (Manifest, _) =
+            postcard::take_from_bytes(sections.manifest).map_err(bad)?;
+        if sections.version >= 4 {
+            manifest.defaults = postcard::from_bytes(rest).map_err(bad)?;
+        }
         let tokenizer_json = if sections.version >= 2 {
             Cow::Owned(
                 miniz_oxide::inflate::decompress_to_vec_with_limit(
@@ -105,10 +115,12 @@ impl Bundle {
         })
     }
 
-    /// The oldest format version that can hold `graph`.
-    pub fn version_for(graph: &[u8]) -> u16 {
-        if crate::engine::is_compiled(graph) {
+    /// The oldest format version that can hold this bundle.
+    pub fn version(&self) -> u16 {
+        if !self.manifest.defaults.is_empty() {
             FORMAT_VERSION
+        } else if crate::engine::is_compiled(&self.graph) {
+            COMPILED_FORMAT_VERSION
         } else {
             ONNX_FORMAT_VERSION
         }
@@ -124,13 +136,16 @@ impl Bundle {
     pub fn to_bytes(&self) -> Vec<u8> {
         // postcard fails only on types it cannot represent or a full fixed buffer; a manifest of
         // strings and numbers into a growable Vec is neither.
-        let manifest = postcard::to_allocvec(&self.manifest).expect("manifest serialises");
+        let mut manifest = postcard::to_allocvec(&self.manifest).expect("manifest serialises");
+        if self.version() >= 4 {
+            manifest.extend(postcard::to_allocvec(&self.manifest.defaults).expect("serialises"));
+        }
         let tokenizer = miniz_oxide::deflate::compress_to_vec(&self.tokenizer_json, 9);
         let mut out = Vec::with_capacity(
             HEADER_LEN + manifest.len() + tokenizer.len() + self.graph.len() + 4,
         );
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&Bundle::version_for(&self.graph).to_le_bytes());
+        out.extend_from_slice(&self.version().to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
         out.extend_from_slice(&(tokenizer.len() as u64).to_le_bytes());
@@ -259,6 +274,7 @@ mod tests {
                     tool_version: "0".into(),
                     ..Default::default()
                 },
+                defaults: Default::default(),
             },
             tokenizer_json: b"{}".to_vec(),
             graph: vec![1, 2, 3, 4, 5],
@@ -269,6 +285,28 @@ mod tests {
     fn round_trips() {
         let b = sample();
         assert_eq!(Bundle::from_bytes(&b.to_bytes()).unwrap(), b);
+    }
+
+    #[test]
+    fn reading_defaults_round_trip_and_need_version_4() {
+        use crate::manifest::{Decision, Defaults};
+        use crate::text::LongText;
+        let plain = sample().to_bytes();
+        assert_eq!(Bundle::version_of(&plain), Some(ONNX_FORMAT_VERSION));
+        let mut b = sample();
+        b.manifest.defaults = Defaults {
+            long: Some(LongText::Head),
+            decision: Some(Decision {
+                label: "positive".into(),
+                threshold: 0.75,
+            }),
+        };
+        let bytes = b.to_bytes();
+        assert_eq!(Bundle::version_of(&bytes), Some(FORMAT_VERSION));
+        assert_eq!(FORMAT_VERSION, 4);
+        assert_eq!(Bundle::from_bytes(&bytes).unwrap(), b);
+        // The manifest section of a version 4 bundle is the version 3 manifest and more.
+        assert!(bytes.len() > plain.len());
     }
 
     #[test]
@@ -329,12 +367,12 @@ mod tests {
     #[test]
     fn versions_are_named() {
         let mut bytes = sample().to_bytes();
-        bytes[8] = 4;
+        bytes[8] = 5;
         assert!(matches!(
             Bundle::from_bytes(&bytes),
             Err(BundleError::NewerVersion {
-                found: 4,
-                supported: 3
+                found: 5,
+                supported: 4
             })
         ));
         bytes[8] = 0;

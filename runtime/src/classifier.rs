@@ -9,21 +9,25 @@ use serde::Serialize;
 use crate::bundle::Bundle;
 use crate::engine::{Engine, OpTime, TokenBatch};
 use crate::error::{Error, InputError, ModelError, Result};
-use crate::manifest::{Manifest, Provenance, Quantization, TokenizerSettings};
+use crate::manifest::{Decision, Manifest, Provenance, Quantization, TokenizerSettings};
 use crate::text::{Encoded, LongText, Reading, TextEncoder};
 
 /// Sequence lengths that plans are prepared for; a text is padded to the smallest that fits.
 pub const LENGTH_BUCKETS: [usize; 6] = [16, 32, 64, 128, 256, 512];
 
 /// How a classifier runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClassifierOptions {
     /// Threads for matrix products (1: single-threaded).
     pub threads: usize,
     /// Texts of the same length bucket run together, this many at a time.
     pub batch_size: usize,
-    /// How a text longer than the model's maximum length is read.
-    pub long: LongText,
+    /// How a text longer than the model's maximum length is read (none: as the bundle says, or
+    /// else [`LongText::default`]).
+    pub long: Option<LongText>,
+    /// The rule that picks the answer (none: as the bundle says, or else the most probable
+    /// label).
+    pub decision: Option<Decision>,
 }
 
 impl Default for ClassifierOptions {
@@ -31,7 +35,8 @@ impl Default for ClassifierOptions {
         ClassifierOptions {
             threads: 1,
             batch_size: 8,
-            long: LongText::default(),
+            long: None,
+            decision: None,
         }
     }
 }
@@ -46,7 +51,8 @@ pub struct LabelScore {
 /// The answer for one text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
-    /// The most probable label.
+    /// The answer: the most probable label, or the one the decision rule picks
+    /// ([`ClassifierOptions::decision`]).
     pub label: String,
     /// Its probability.
     pub probability: f32,
@@ -80,8 +86,17 @@ pub struct Classifier {
     encoder: TextEncoder,
     engine: Engine,
     buckets: Vec<usize>,
-    options: ClassifierOptions,
+    options: Settings,
     observer: ObserverSlot,
+}
+
+/// [`ClassifierOptions`] with the bundle's defaults applied and checked against the model.
+#[derive(Debug, Clone)]
+struct Settings {
+    batch_size: usize,
+    long: LongText,
+    /// The decision rule's label and threshold.
+    decision: Option<(usize, f32)>,
 }
 
 /// An optional observer; its own type only so that `Classifier` stays `Debug`.
@@ -183,16 +198,32 @@ impl Classifier {
             .filter(|&b| b < max_len)
             .collect();
         buckets.push(max_len);
+        let decision = options
+            .decision
+            .as_ref()
+            .or(manifest.defaults.decision.as_ref())
+            .map(|d| {
+                let label = manifest.labels.iter().position(|l| *l == d.label);
+                match label {
+                    Some(ix) if (0.0..=1.0).contains(&d.threshold) => Ok((ix, d.threshold)),
+                    _ => Err(ModelError::Decision {
+                        decision: d.to_string(),
+                        labels: manifest.labels.join(", "),
+                    }),
+                }
+            })
+            .transpose()?;
+        let options = Settings {
+            batch_size: options.batch_size.max(1),
+            long: options.long.or(manifest.defaults.long).unwrap_or_default(),
+            decision,
+        };
         Ok(Classifier {
             manifest,
             encoder,
             engine,
             buckets,
-            options: ClassifierOptions {
-                threads: options.threads.max(1),
-                batch_size: options.batch_size.max(1),
-                long: options.long,
-            },
+            options,
             observer: ObserverSlot::default(),
         })
     }
@@ -212,7 +243,7 @@ impl Classifier {
         if crate::engine::is_compiled(&bundle.graph) {
             return Err(ModelError::AlreadyCompiled.into());
         }
-        let mut original = Classifier::from_bundle(bundle, options)?;
+        let mut original = Classifier::from_bundle(bundle, options.clone())?;
         let compiled_bundle = Bundle {
             manifest: bundle.manifest.clone(),
             tokenizer_json: bundle.tokenizer_json.clone(),
@@ -432,9 +463,21 @@ impl Classifier {
             })
             .collect();
         scores.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        let answer = match self.options.decision {
+            None => 0,
+            Some((label, threshold)) => {
+                let label = &self.manifest.labels[label];
+                let at = |pick: &dyn Fn(&LabelScore) -> bool| scores.iter().position(pick);
+                // Every label has a score, so both searches find one (two labels at least).
+                match at(&|s| s.label == *label) {
+                    Some(i) if scores[i].probability >= threshold => i,
+                    _ => at(&|s| s.label != *label).unwrap_or(0),
+                }
+            }
+        };
         Prediction {
-            label: scores[0].label.clone(),
-            probability: scores[0].probability,
+            label: scores[answer].label.clone(),
+            probability: scores[answer].probability,
             scores,
             tokens: reading.tokens(),
             windows: reading.windows.len(),
@@ -491,6 +534,7 @@ pub fn pack(
             tool_version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
         },
+        defaults: Default::default(),
     };
     Ok(Bundle {
         manifest,

@@ -449,6 +449,8 @@ pub struct BundleSummary {
     /// `onnx` or `compiled`.
     pub graph: &'static str,
     pub manifest: crate::Manifest,
+    /// How the model is meant to be read (stored beside the manifest, not in its struct).
+    pub defaults: crate::manifest::Defaults,
     pub bytes: BundleBytes,
 }
 
@@ -476,6 +478,7 @@ impl BundleSummary {
                 tokenizer: b.tokenizer_json.len(),
                 onnx: b.graph.len(),
             },
+            defaults: b.manifest.defaults.clone(),
             manifest: b.manifest,
         })
     }

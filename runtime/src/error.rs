@@ -73,6 +73,8 @@ pub enum ModelError {
     DuplicateLabel(String),
     #[error("invalid maximum sequence length {0} (must be between 2 and 8192)")]
     MaxLen(usize),
+    #[error("the decision rule `{decision}` does not fit the model: its label must be one of {labels}, its threshold between 0 and 1")]
+    Decision { decision: String, labels: String },
     #[error("the model's output is not [batch, labels] f32 logits: {0}")]
     BadOutput(String),
     #[error("tract cannot prepare the model: {0}")]

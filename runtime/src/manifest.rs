@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::LongText;
+
 /// Everything about a bundled model except its bytes. Stored postcard-encoded in the bundle.
 ///
 /// postcard is not self-describing: any change to these types is a new bundle format version
@@ -21,6 +23,66 @@ pub struct Manifest {
     pub quantization: Quantization,
     /// Where the model came from and what it measured when it was built.
     pub provenance: Provenance,
+    /// How the model is meant to be read. Stored after the manifest in the same section, from
+    /// format version 4 on (older bundles have none), so it is not part of the postcard struct.
+    #[serde(skip)]
+    pub defaults: Defaults,
+}
+
+/// How a model is meant to be read, chosen by measurement when its bundle was made (e.g. a spam
+/// filter's threshold, held to a false-positive budget on held-out mail). A caller's own options
+/// win over these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Defaults {
+    /// How a text longer than the model is read (none: the runtime's default).
+    pub long: Option<LongText>,
+    /// The rule that picks the answer (none: the most probable label).
+    pub decision: Option<Decision>,
+}
+
+impl Defaults {
+    /// Whether nothing is set (then the bundle needs no newer format).
+    pub fn is_empty(&self) -> bool {
+        self == &Defaults::default()
+    }
+}
+
+/// Answer `label` when its probability is at least `threshold`, otherwise the most probable
+/// other label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub label: String,
+    pub threshold: f32,
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} when p ≥ {}", self.label, self.threshold)
+    }
+}
+
+impl std::str::FromStr for Decision {
+    type Err = String;
+
+    /// `LABEL=THRESHOLD`, e.g. `spam=0.9`.
+    fn from_str(s: &str) -> Result<Decision, String> {
+        let (label, threshold) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}`: expected LABEL=THRESHOLD, e.g. spam=0.9"))?;
+        let threshold: f32 = threshold
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{threshold}` is not a number"))?;
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(format!(
+                "threshold {threshold} is not a probability (0 to 1)"
+            ));
+        }
+        Ok(Decision {
+            label: label.trim().to_string(),
+            threshold,
+        })
+    }
 }
 
 /// How text becomes tokens, as read from the tokenizer.json when the bundle was made. Recorded
@@ -110,6 +172,12 @@ impl Manifest {
             ),
         );
         line(&mut out, "precision", &self.quantization.to_string());
+        if let Some(long) = self.defaults.long {
+            line(&mut out, "long texts", long.name());
+        }
+        if let Some(d) = &self.defaults.decision {
+            line(&mut out, "answer", &d.to_string());
+        }
         line(&mut out, "teacher", p.teacher.as_deref().unwrap_or("-"));
         line(&mut out, "data", p.data.as_deref().unwrap_or("-"));
         line(

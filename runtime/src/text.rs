@@ -19,18 +19,22 @@ pub struct Encoded {
     pub truncated: bool,
 }
 
-/// How a text longer than the model's maximum length is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a text longer than the model's maximum length is read. Stored in bundles (postcard, by
+/// variant index): new variants go at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum LongText {
     /// Its first tokens only (what the model was trained on when its training texts were cut).
+    #[serde(rename = "head")]
     Head,
     /// Its first quarter of a window and its last three quarters: reviews, mails and articles
     /// tend to give their verdict at the end (Sun et al. 2019, "How to Fine-Tune BERT for Text
     /// Classification", found head + tail best on IMDB).
+    #[serde(rename = "head+tail")]
     HeadTail,
     /// All of it, in windows of (nearly) equal size, the logits averaged weighted by each
     /// window's tokens; at most [`MAX_WINDOWS`] windows, spread evenly over a longer text.
     #[default]
+    #[serde(rename = "chunks")]
     Chunks,
 }
 

@@ -102,7 +102,7 @@ fn long_text_read_by_its_head_is_truncated_to_the_maximum_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let (_, ebm) = build_model(dir.path(), &TinySpec::default(), 64).unwrap();
     let head = ClassifierOptions {
-        long: edgebert_runtime::text::LongText::Head,
+        long: Some(edgebert_runtime::text::LongText::Head),
         ..ClassifierOptions::default()
     };
     let mut c = Classifier::open(&ebm, head).unwrap();

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use edgebert_quantize::onnx::{decode, encode};
-use edgebert_runtime::bundle::{FORMAT_VERSION, ONNX_FORMAT_VERSION};
+use edgebert_runtime::bundle::{COMPILED_FORMAT_VERSION, ONNX_FORMAT_VERSION};
 use edgebert_runtime::engine::is_compiled;
 use edgebert_runtime::{pack, Bundle, Classifier, ClassifierOptions, Error, ModelError};
 use edgebert_tests::int8::{quantize, Form};
@@ -43,7 +43,7 @@ fn a_compiled_bundle_answers_as_its_onnx_bundle() {
         assert_eq!(compiled.manifest, bundle.manifest);
         assert_eq!(compiled.tokenizer_json, bundle.tokenizer_json);
         let bytes = compiled.to_bytes();
-        assert_eq!(Bundle::version_of(&bytes), Some(FORMAT_VERSION));
+        assert_eq!(Bundle::version_of(&bytes), Some(COMPILED_FORMAT_VERSION));
         assert_eq!(
             Bundle::version_of(&bundle.to_bytes()),
             Some(ONNX_FORMAT_VERSION)
@@ -146,7 +146,7 @@ fn cli_compile_writes_a_compiled_bundle_that_answers_alike() {
     let info = run(&["info", out.to_str().unwrap(), "--json"]);
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["graph"], "compiled");
-    assert_eq!(info["format_version"], FORMAT_VERSION);
+    assert_eq!(info["format_version"], COMPILED_FORMAT_VERSION);
     let plain = run(&["info", bundle, "--json"]);
     let plain: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
     assert_eq!(plain["graph"], "onnx");

@@ -25,7 +25,7 @@ fn calibration(c: &Classifier) -> TokenBatch {
 fn every_int8_form_runs_close_to_f32() {
     let m = TinyModel::new();
     let opts = ClassifierOptions::default();
-    let mut f32_model = Classifier::open(&m.bundle, opts).unwrap();
+    let mut f32_model = Classifier::open(&m.bundle, opts.clone()).unwrap();
     let batch = calibration(&f32_model);
     let proto = decode(&std::fs::read(&m.onnx).unwrap()).unwrap();
     let tokenizer = std::fs::read(m.tokenizer()).unwrap();
@@ -62,7 +62,7 @@ fn every_int8_form_runs_close_to_f32() {
         let bytes = encode(&q);
         let bundle = pack(bytes, tokenizer.clone(), labels.clone(), 64, "int8").unwrap();
         assert_eq!(bundle.manifest.quantization, scheme);
-        let mut int8 = Classifier::from_bundle(&bundle, opts).unwrap();
+        let mut int8 = Classifier::from_bundle(&bundle, opts.clone()).unwrap();
         let mut worst = 0f32;
         for t in TEXTS {
             let a = f32_model.classify(t).unwrap().logits;
@@ -91,7 +91,7 @@ fn every_int8_form_runs_close_to_f32() {
 fn profile_times_every_node_and_runs_our_dynamic_quantize() {
     let m = TinyModel::new();
     let opts = ClassifierOptions::default();
-    let f32_model = Classifier::open(&m.bundle, opts).unwrap();
+    let f32_model = Classifier::open(&m.bundle, opts.clone()).unwrap();
     let batch = calibration(&f32_model);
     let proto = decode(&std::fs::read(&m.onnx).unwrap()).unwrap();
     let q = quantize(&proto, Form::Dynamic, &batch).unwrap();
@@ -106,7 +106,7 @@ fn profile_times_every_node_and_runs_our_dynamic_quantize() {
     let tokenizer = std::fs::read(m.tokenizer()).unwrap();
     let labels = vec!["negative".to_string(), "positive".to_string()];
     let bundle = pack(encode(&q), tokenizer, labels, 64, "int8").unwrap();
-    let mut int8 = Classifier::from_bundle(&bundle, opts).unwrap();
+    let mut int8 = Classifier::from_bundle(&bundle, opts.clone()).unwrap();
     let before = int8.classify(TEXTS[2]).unwrap().logits;
 
     let ops = int8.profile(TEXTS[2], 3).unwrap();

@@ -21,7 +21,7 @@ fn words(n: usize, seed: usize) -> Vec<&'static str> {
 
 fn classifier(m: &TinyModel, long: LongText) -> Classifier {
     let options = ClassifierOptions {
-        long,
+        long: Some(long),
         ..ClassifierOptions::default()
     };
     Classifier::open(&m.bundle, options).unwrap()

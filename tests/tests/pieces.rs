@@ -58,7 +58,7 @@ fn tiny_models_answer_the_same_in_pieces() {
     let int8 = int8_bundle(&m, TEXTS);
     for (name, bundle) in [("f32", f32_bundle), ("int8", int8)] {
         same_answers_in_pieces(name, &bundle, &[32, 64]);
-        let compiled = Classifier::compile(&bundle, opts).unwrap();
+        let compiled = Classifier::compile(&bundle, opts.clone()).unwrap();
         same_answers_in_pieces(&format!("{name} compiled"), &compiled, &[32, 64]);
     }
 }

@@ -186,7 +186,7 @@ proptest! {
         let text = parts.concat();
         MODELS.with(|(_, before, trimmed)| {
             let opts = ClassifierOptions::default();
-            let mut a = Classifier::from_bundle(before, opts).unwrap();
+            let mut a = Classifier::from_bundle(before, opts.clone()).unwrap();
             let mut b = Classifier::from_bundle(trimmed, opts).unwrap();
             match (a.classify(&text), b.classify(&text)) {
                 (Ok(x), Ok(y)) => {

@@ -9,6 +9,7 @@ use edgebert_quantize::calibrate::Method;
 use edgebert_quantize::data::Columns;
 use edgebert_quantize::dynamic::DynamicOptions;
 use edgebert_quantize::job::{quantize_to_file, Annotation, Calibration, EvalSpec, QuantizeJob};
+use edgebert_quantize::threshold::ThresholdJob;
 
 use edgebert_runtime::cli::LabelSource;
 use edgebert_runtime::cli::{exit, exit_code, parse_args};
@@ -52,6 +53,34 @@ enum Command {
         /// A measured number, `name=value` (repeatable), e.g. `test_accuracy=0.83`.
         #[arg(long, value_parser = parse_metric)]
         metric: Vec<(String, f64)>,
+    },
+    /// Choose a decision threshold for one label on held-out examples (the lowest that keeps the
+    /// other labels' false positives within a budget) and store it in a copy of the bundle, with
+    /// how long texts are read: `edgebert classify` then answers by it.
+    Threshold {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The label the threshold is for, e.g. `spam`.
+        #[arg(long)]
+        label: String,
+        /// Largest share of the other labels' examples that may be answered LABEL (0.01 = 1%).
+        #[arg(long)]
+        max_false_positives: f64,
+        /// Held-out labelled examples (CSV/TSV/JSON lines; a dev split, never the test split).
+        #[arg(long)]
+        eval: PathBuf,
+        #[arg(long, default_value = "text")]
+        text_column: String,
+        #[arg(long, default_value = "label")]
+        label_column: String,
+        /// How texts longer than the model are read, stored in the bundle too: head, head+tail,
+        /// chunks (default: as the bundle says).
+        #[arg(long)]
+        long: Option<edgebert_runtime::text::LongText>,
+        /// Write a Markdown report of the choice here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Quantize an ONNX model or bundle to int8: weights of every MatMul with a constant weight
     /// (per output channel) and the embedding tables (per row); activations at run time.
@@ -164,6 +193,41 @@ fn main() -> ExitCode {
                 metrics: metric,
             };
             edgebert_quantize::job::annotate(&input, &output, &a).map(|()| output)
+        }
+        Command::Threshold {
+            input,
+            output,
+            label,
+            max_false_positives,
+            eval,
+            text_column,
+            label_column,
+            long,
+            report,
+        } => {
+            let job = ThresholdJob {
+                input,
+                output: output.clone(),
+                label,
+                max_false_positive_rate: max_false_positives,
+                data: eval,
+                columns: Columns {
+                    text: text_column,
+                    label: label_column,
+                },
+                long,
+                report,
+            };
+            edgebert_quantize::threshold::run(&job).map(|o| {
+                eprintln!(
+                    "threshold {}: recall {:.2}%, false positives {} ({:.2}%)",
+                    o.threshold,
+                    100.0 * o.recall,
+                    o.false_positives,
+                    100.0 * o.false_positive_rate
+                );
+                output
+            })
         }
         Command::Dynamic { q } => q.run(None),
         Command::Static {

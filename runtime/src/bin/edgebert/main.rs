@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use edgebert_runtime::cli::{self, exit, exit_code, parse_args, LabelSource, ModelSource};
+use edgebert_runtime::manifest::Decision;
 use edgebert_runtime::serve::Limits;
 use edgebert_runtime::text::LongText;
 use edgebert_runtime::{Classifier, ClassifierOptions, Error};
@@ -195,9 +196,26 @@ struct ModelArgs {
     #[arg(long, default_value_t = 128)]
     max_len: usize,
     /// A text longer than the model's maximum: read `chunks` (all of it, in windows whose logits
-    /// are averaged), `head+tail` (its start and end) or `head` (its start).
-    #[arg(long, default_value_t = LongText::default())]
-    long: LongText,
+    /// are averaged), `head+tail` (its start and end) or `head` (its start). Default: as the
+    /// bundle says (`edgebert info`), else chunks.
+    #[arg(long)]
+    long: Option<LongText>,
+    /// Answer LABEL when its probability is at least P, else the most probable other label
+    /// (e.g. `spam=0.99` for fewer false alarms). Default: as the bundle says, else the most
+    /// probable label.
+    #[arg(long, value_name = "LABEL=P")]
+    threshold: Option<Decision>,
+}
+
+impl ModelArgs {
+    /// `base` with this model's reading options.
+    fn options(&self, base: ClassifierOptions) -> ClassifierOptions {
+        ClassifierOptions {
+            long: self.long,
+            decision: self.threshold.clone(),
+            ..base
+        }
+    }
 }
 
 #[derive(Args)]
@@ -283,18 +301,16 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             model,
             gpio,
         } => {
-            let long = model.long;
+            let options = ClassifierOptions {
+                batch_size: batch_size.max(1),
+                ..model.options(options)
+            };
             let source = model_source(model)?;
             if !texts.is_empty() && file.is_some() {
                 return Err(Failure::usage(
                     "give texts as arguments or --file, not both",
                 ));
             }
-            let options = ClassifierOptions {
-                batch_size: batch_size.max(1),
-                long,
-                ..options
-            };
             let mut classifier = source.load(options)?;
             attach_pins(&mut classifier, &gpio)?;
             classify::run(&mut classifier, texts, file, email, json, top_k.max(1))
@@ -305,15 +321,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             model,
             gpio,
         } => {
-            let options = ClassifierOptions {
-                long: model.long,
-                ..options
-            };
+            let options = model.options(options);
             let mut classifier = model_source(model)?.load(options)?;
             attach_pins(&mut classifier, &gpio)?;
             serve::run(classifier, socket, limits.limits())
         }
         Command::Board { model, json } => {
+            let options = model.options(options);
             let classifier = model_source(model)?.load(options)?;
             board::run(classifier, &detection, threads, json)
         }
