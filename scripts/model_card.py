@@ -6,9 +6,10 @@ Every number on the card comes from a file in OUT: nothing is typed in by hand.
 """
 import csv
 import json
-import math
 import os
 import sys
+
+from cardlib import params, wilson
 
 out = sys.argv[1]
 
@@ -16,19 +17,6 @@ out = sys.argv[1]
 def load(name):
     with open(os.path.join(out, name)) as f:
         return json.load(f)
-
-
-def params(cfg, labels):
-    h, i = cfg["hidden_size"], cfg["intermediate_size"]
-    emb = (cfg["vocab_size"] + cfg["max_position_embeddings"] + cfg["type_vocab_size"]) * h + 2 * h
-    layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
-    return emb + cfg["num_hidden_layers"] * layer + (h * h + h) + (labels * h + labels), emb
-
-
-def wilson(acc, n):
-    z = 1.96
-    d = 1 + z * z / n
-    return z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / d * 100
 
 
 def size(name):

@@ -201,8 +201,9 @@ pub struct EvalModel {
     /// For an ONNX file: labels (default: config.json next to it).
     pub labels: Option<String>,
     pub max_len: usize,
-    /// How a text longer than `max_len` is read (as the runtime's `--long`).
-    pub long: LongText,
+    /// How a text longer than `max_len` is read (as the runtime's `--long`; none: as a bundle
+    /// says, else chunks).
+    pub long: Option<LongText>,
 }
 
 /// `evaluate`: scores on the chosen rows; returns the labels and the scores.
@@ -219,7 +220,7 @@ pub fn evaluate(
         let encoder =
             edgebert_runtime::text::TextEncoder::from_json(&tokenizer_json, model.max_len)
                 .map_err(edgebert_runtime::Error::from)?;
-        let windows = data::tokenize_windows(&encoder, &rows, model.long)?;
+        let windows = data::tokenize_windows(&encoder, &rows, model.long.unwrap_or_default())?;
         let gold: Vec<usize> = rows.iter().map(|r| r.label).collect();
         let bar = progress_bar(windows.tokens.len() as u64, "evaluating");
         let logits = crate::eval::logits(&bert, &windows.tokens, 64, &bar)?;
@@ -252,7 +253,7 @@ pub fn evaluate(
         ModelSource::Bundle(path.clone())
     };
     let mut classifier = source.load(ClassifierOptions {
-        long: Some(model.long),
+        long: model.long,
         ..ClassifierOptions::default()
     })?;
     let labels = classifier.labels().to_vec();

@@ -33,6 +33,8 @@ pub fn training_curves(dir: &Path, records: &[MetricRecord], kind: &str) -> Resu
                 points: dev,
             }],
             whole_x: true,
+            // One dev example is 0.1 to 0.2 points here: at least 2 points tall.
+            min_y_span: 2.0,
             ..Default::default()
         },
     ];

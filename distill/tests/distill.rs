@@ -352,7 +352,7 @@ fn fine_tuning_then_distillation_learn_a_separable_task() {
         tokenizer: None,
         labels: None,
         max_len: 32,
-        long: LongText::default(),
+        long: None,
     };
     let (_, by_tract) = jobs::evaluate(
         &model(&ebm),

@@ -25,6 +25,9 @@ pub struct Chart {
     pub categories: Vec<String>,
     /// Line chart whose x axis counts (epochs, steps): ticks on whole numbers only, not 1.2, 1.4.
     pub whole_x: bool,
+    /// The y axis spans at least this much (e.g. 2 accuracy points), so that a difference of one
+    /// example does not fill the chart like a collapse would.
+    pub min_y_span: f64,
 }
 
 /// Why a chart could not be written.
@@ -107,8 +110,9 @@ where
     Ok(())
 }
 
-/// Data range with a margin; a flat range is widened so the axis is drawable.
-fn range(values: impl Iterator<Item = f64>, zero: bool) -> (f64, f64) {
+/// Data range with a margin; a flat range is widened so the axis is drawable, and any range to
+/// at least `min_span` around its middle.
+fn range(values: impl Iterator<Item = f64>, zero: bool, min_span: f64) -> (f64, f64) {
     let (mut lo, mut hi) = values
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
@@ -124,6 +128,10 @@ fn range(values: impl Iterator<Item = f64>, zero: bool) -> (f64, f64) {
     if hi - lo < 1e-9 {
         hi += 0.5;
         lo -= 0.5;
+    }
+    if hi - lo < min_span {
+        let widen = (min_span - (hi - lo)) / 2.0;
+        (lo, hi) = (lo - widen, hi + widen);
     }
     let pad = (hi - lo) * 0.05;
     (if zero && lo == 0.0 { 0.0 } else { lo - pad }, hi + pad)
@@ -142,6 +150,7 @@ where
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.0)),
         false,
+        0.0,
     );
     let ys = range(
         chart
@@ -149,6 +158,7 @@ where
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.1)),
         false,
+        chart.min_y_span,
     );
     let mut c = ChartBuilder::on(area)
         .caption(&chart.title, ("sans-serif", 20))
@@ -220,6 +230,7 @@ where
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.1)),
         true,
+        0.0,
     );
     let categories = chart.categories.clone();
     let mut c = ChartBuilder::on(area)
@@ -279,6 +290,17 @@ mod tests {
         assert_eq!(whole_tick_label(2.0000000001), "2");
         assert_eq!(whole_tick_label(1.2), "");
         assert_eq!(whole_tick_label(2.5), "");
+    }
+
+    #[test]
+    fn a_small_difference_does_not_fill_the_axis() {
+        // Dev accuracy 98.14% then 97.97% (one example): the axis spans 2 points, centred.
+        let (lo, hi) = range([98.14, 97.97].into_iter(), false, 2.0);
+        assert!(hi - lo >= 2.0 && lo < 97.97 && hi > 98.14, "{lo}..{hi}");
+        assert!(((lo + hi) / 2.0 - 98.055).abs() < 1e-9);
+        // A wide range is only padded.
+        let (lo, hi) = range([50.0, 90.0].into_iter(), false, 2.0);
+        assert_eq!((lo, hi), (48.0, 92.0));
     }
 
     #[test]

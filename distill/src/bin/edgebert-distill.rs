@@ -87,9 +87,9 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         max_len: usize,
         /// A text longer than the model: `chunks` (windows, logits averaged), `head+tail` or
-        /// `head`, as `edgebert --long`.
-        #[arg(long, default_value_t = LongText::default())]
-        long: LongText,
+        /// `head`, as `edgebert --long` (default: as a bundle says, else chunks).
+        #[arg(long)]
+        long: Option<LongText>,
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
         /// Print JSON.
