@@ -11,7 +11,7 @@ use edgebert_distill::loss::{cosine, cross_entropy, kl_t2};
 use edgebert_distill::model::{Batch, Bert};
 use edgebert_distill::train::{cosine_targets, Settings};
 use edgebert_distill::{DistillError, LossWeights};
-use edgebert_runtime::text::{LongText, TextEncoder};
+use edgebert_runtime::text::TextEncoder;
 use edgebert_runtime::{Classifier, ClassifierOptions};
 use edgebert_tests::{write_checkpoint, TinySpec};
 
