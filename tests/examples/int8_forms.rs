@@ -23,7 +23,7 @@ fn main() -> Result<()> {
         ..ClassifierOptions::default()
     };
     let bundle = Bundle::read(f32_bundle)?;
-    let mut f32_model = Classifier::from_bundle(&bundle, opts)?;
+    let mut f32_model = Classifier::from_bundle(&bundle, opts.clone())?;
     let texts: Vec<String> = std::fs::read_to_string(texts)
         .with_context(|| texts.clone())?
         .lines()
@@ -46,7 +46,7 @@ fn main() -> Result<()> {
             bundle.manifest.max_seq_len as usize,
             "int8",
         )?;
-        let mut int8 = Classifier::from_bundle(&b, opts)?;
+        let mut int8 = Classifier::from_bundle(&b, opts.clone())?;
         let mut agree = 0;
         for t in &texts {
             agree += usize::from(int8.classify(t)?.label == f32_model.classify(t)?.label);
