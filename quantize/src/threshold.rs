@@ -40,8 +40,10 @@ pub struct Operating {
     pub false_positives: usize,
 }
 
-/// The lowest threshold (so the highest recall) at which at most `max_rate` of the negatives'
-/// probabilities reach it. `p` holds each example's probability of the label, `positive`
+/// The threshold with the highest recall at which at most `max_rate` of the negatives'
+/// probabilities reach it; of those, one with the fewest false positives, placed in the middle
+/// (in logit space) of the thresholds that give the same answers on these examples, so that no
+/// example sits on its edge. `p` holds each example's probability of the label, `positive`
 /// whether that is its gold label.
 pub fn choose(p: &[f32], positive: &[bool], max_rate: f64) -> Operating {
     let mut negatives: Vec<f32> = p
@@ -53,11 +55,44 @@ pub fn choose(p: &[f32], positive: &[bool], max_rate: f64) -> Operating {
     negatives.sort_by(|a, b| b.total_cmp(a));
     // Allowed false positives; the threshold must lie above the next negative.
     let allowed = (max_rate.max(0.0) * negatives.len() as f64 + 1e-9).floor() as usize;
-    let threshold = match negatives.get(allowed) {
+    let lowest = match negatives.get(allowed) {
         Some(&x) => next_up(x).min(1.0),
         None => 0.0,
     };
+    // Up to the least probable positive it catches, recall stays the same; from just above the
+    // negative below that positive, false positives are fewest.
+    let highest = p
+        .iter()
+        .zip(positive)
+        .filter(|(&x, &pos)| pos && x >= lowest)
+        .map(|(&x, _)| x)
+        .fold(f32::NAN, f32::min);
+    let threshold = if highest.is_nan() {
+        lowest
+    } else {
+        let below = negatives
+            .iter()
+            .copied()
+            .filter(|&x| x < highest)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let low = if below.is_finite() {
+            next_up(below).max(lowest)
+        } else {
+            lowest
+        };
+        logit_middle(low, highest).clamp(low, highest)
+    };
     operating(p, positive, threshold)
+}
+
+/// The probability halfway between `a` and `b` in logit space (ends clamped to 1e-7 of 0 and 1).
+fn logit_middle(a: f32, b: f32) -> f32 {
+    let logit = |x: f32| {
+        let x = f64::from(x).clamp(1e-7, 1.0 - 1e-7);
+        (x / (1.0 - x)).ln()
+    };
+    let m = (logit(a) + logit(b)) / 2.0;
+    (1.0 / (1.0 + (-m).exp())) as f32
 }
 
 /// Recall and false positives of `threshold`.
@@ -231,7 +266,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lowest_threshold_within_the_budget_wins() {
+    fn the_highest_recall_within_the_budget_wins() {
         // Negatives at 0.9, 0.6, 0.2, 0.1; positives at 0.95, 0.7, 0.5.
         let p = [0.9, 0.6, 0.2, 0.1, 0.95, 0.7, 0.5];
         let pos = [false, false, false, false, true, true, true];
@@ -246,9 +281,30 @@ mod tests {
         assert!((one.recall - 2.0 / 3.0).abs() < 1e-12);
         // Just under two of four still allows one.
         assert_eq!(choose(&p, &pos, 0.49).false_positives, 1);
-        // Everything allowed: threshold 0, every positive.
+        // Everything allowed: every positive, the threshold below the least probable one.
         let all = choose(&p, &pos, 1.0);
-        assert_eq!((all.threshold, all.recall), (0.0, 1.0));
+        assert!(all.threshold < 0.5);
+        assert_eq!(all.recall, 1.0);
+        // Halfway in logit space between the last negative it must exclude and the last
+        // positive it catches: 0.6 and 0.7 give about 0.652.
+        assert!((one.threshold - logit_middle(0.6, 0.7)).abs() < 1e-6);
+        assert!((logit_middle(0.6, 0.7) - 0.6518).abs() < 1e-3);
+    }
+
+    #[test]
+    fn of_equal_recalls_the_fewest_false_positives() {
+        // Three negatives close together; two allowed. Catching the positive at 0.3 needs no
+        // false positive at all, so none is taken.
+        let p = [0.2772, 0.2404, 0.2402, 0.1, 0.9, 0.3, 0.05];
+        let pos = [false, false, false, false, true, true, true];
+        let o = choose(&p, &pos, 0.5);
+        assert_eq!(o.false_positives, 0);
+        assert!((o.recall - 2.0 / 3.0).abs() < 1e-12);
+        assert!(
+            o.threshold > 0.2772 && o.threshold <= 0.3,
+            "{}",
+            o.threshold
+        );
     }
 
     #[test]

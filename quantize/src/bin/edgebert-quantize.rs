@@ -54,9 +54,10 @@ enum Command {
         #[arg(long, value_parser = parse_metric)]
         metric: Vec<(String, f64)>,
     },
-    /// Choose a decision threshold for one label on held-out examples (the lowest that keeps the
-    /// other labels' false positives within a budget) and store it in a copy of the bundle, with
-    /// how long texts are read: `edgebert classify` then answers by it.
+    /// Choose a decision threshold for one label on held-out examples (the highest recall that
+    /// keeps the other labels' false positives within a budget, midway between the examples on
+    /// either side) and store it in a copy of the bundle, with how long texts are read:
+    /// `edgebert classify` then answers by it.
     Threshold {
         input: PathBuf,
         #[arg(short, long)]
