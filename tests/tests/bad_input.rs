@@ -145,7 +145,7 @@ fn a_newer_format_version_is_named() {
         err,
         BundleError::NewerVersion {
             found: 9,
-            supported: 3
+            supported: edgebert_runtime::bundle::FORMAT_VERSION
         }
     ));
     assert!(err.to_string().contains("newer"), "{err}");
