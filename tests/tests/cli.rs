@@ -168,7 +168,7 @@ fn corrupt_bundles_exit_two_with_one_line() {
             "newer.ebm",
             {
                 let mut b = bytes.clone();
-                b[8] = 4;
+                b[8] = 9;
                 b
             },
             "newer",
