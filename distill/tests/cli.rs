@@ -268,7 +268,7 @@ fn teacher_logits_in_shards_merge_into_what_one_pass_gives() {
 }
 
 #[test]
-fn emails_become_a_csv_split_by_date_within_each_label() {
+fn emails_become_a_csv_split_by_date_within_each_folder() {
     let dir = tempfile::tempdir().unwrap();
     let mail = |folder: &str, name: &str, day: usize, subject: &str| {
         let d = dir.path().join(folder);
@@ -278,7 +278,8 @@ fn emails_become_a_csv_split_by_date_within_each_label() {
         );
         std::fs::write(d.join(name), text).unwrap();
     };
-    // Ten of each label, written in an order unlike their dates.
+    // Ten in each folder, written in an order unlike their dates; the second ham folder is all
+    // newer than the first (as SpamAssassin's hard ham is), yet trains as much as it tests.
     for i in 0..10 {
         let day = 1 + (i * 7) % 10;
         mail(
@@ -293,6 +294,12 @@ fn emails_become_a_csv_split_by_date_within_each_label() {
             day + 10,
             &format!("offer {day}"),
         );
+        mail(
+            "hard",
+            &format!("{i:02}.eml"),
+            day + 20,
+            &format!("newsletter {day}"),
+        );
     }
     mail("spam", "copy.eml", 28, "offer 3"); // the same text as another: left out
     std::fs::write(dir.path().join("spam").join("junk.bin"), "no headers here").unwrap();
@@ -301,6 +308,7 @@ fn emails_become_a_csv_split_by_date_within_each_label() {
         "emails",
         &format!("ham={}", p("ham")),
         &format!("spam={}", p("spam")),
+        &format!("ham={}", p("hard")),
         "-o",
         &p("mail.csv"),
     ]);
@@ -312,14 +320,19 @@ fn emails_become_a_csv_split_by_date_within_each_label() {
     );
     let mut r = csv::Reader::from_path(p("mail.csv")).unwrap();
     let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
-    assert_eq!(rows.len(), 20);
-    for (label, oldest) in [("ham", "meeting 1\n"), ("spam", "offer 1\n")] {
-        let of: Vec<&csv::StringRecord> = rows.iter().filter(|x| &x[1] == label).collect();
+    assert_eq!(rows.len(), 30);
+    for (group, label, oldest) in [
+        ("ham", "ham", "meeting 1\n"),
+        ("spam", "spam", "offer 1\n"),
+        ("hard", "ham", "newsletter 1\n"),
+    ] {
+        let of: Vec<&csv::StringRecord> = rows.iter().filter(|x| &x[3] == group).collect();
+        assert!(of.iter().all(|x| &x[1] == label), "{group}");
         let splits: Vec<&str> = of.iter().map(|x| &x[2]).collect();
         assert_eq!(
             splits,
             [vec!["train"; 8], vec!["dev"], vec!["test"]].concat(),
-            "{label}"
+            "{group}"
         );
         // Oldest first: the test row is the newest mail.
         let days: Vec<i64> = of.iter().map(|x| x[4].parse::<i64>().unwrap()).collect();

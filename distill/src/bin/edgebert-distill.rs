@@ -156,7 +156,8 @@ enum Command {
         output: PathBuf,
     },
     /// A labelled CSV (text,label,split,group,date) from folders of raw e-mails, each read as
-    /// `edgebert classify --email` reads it; split by date (oldest 80% train, newest 10% test).
+    /// `edgebert classify --email` reads it; split by date within each folder (oldest 80%
+    /// train, newest 10% test).
     Emails {
         /// `LABEL=FOLDER`, e.g. `spam=assets/data/spamassassin/spam-1` (repeatable).
         #[arg(required = true, value_parser = parse_pair)]
