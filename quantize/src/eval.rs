@@ -14,6 +14,10 @@ pub struct Evaluation {
     /// Predicted label per example; `None` where the text could not be classified (counted wrong).
     #[serde(skip)]
     pub predictions: Vec<Option<usize>>,
+    /// Each label's probability per example, in the model's label order; `None` where the text
+    /// could not be classified.
+    #[serde(skip)]
+    pub probabilities: Vec<Option<Vec<f32>>>,
 }
 
 /// Texts classified per call, so the progress bar moves and batching still pays.
@@ -27,13 +31,26 @@ pub fn evaluate(
 ) -> Result<Evaluation, edgebert_runtime::Error> {
     let labels = classifier.labels().to_vec();
     let mut predictions = Vec::with_capacity(examples.len());
+    let mut probabilities = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(CHUNK) {
         let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
         for r in classifier.classify_batch(&texts)? {
+            let p = r.ok();
             predictions.push(
-                r.ok()
+                p.as_ref()
                     .and_then(|p| labels.iter().position(|l| *l == p.label)),
             );
+            probabilities.push(p.map(|p| {
+                labels
+                    .iter()
+                    .map(|l| {
+                        p.scores
+                            .iter()
+                            .find(|s| s.label == *l)
+                            .map_or(0.0, |s| s.probability)
+                    })
+                    .collect()
+            }));
         }
         progress.inc(chunk.len() as u64);
     }
@@ -43,6 +60,7 @@ pub fn evaluate(
         accuracy: accuracy(&gold, &predictions),
         macro_f1: macro_f1(&gold, &predictions, labels.len()),
         predictions,
+        probabilities,
     })
 }
 

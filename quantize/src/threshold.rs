@@ -2,7 +2,7 @@
 //! in the bundle ([`edgebert_runtime::manifest::Decision`]): a spam filter that may call at most
 //! 1% of good mail spam answers "spam" only above the probability that keeps it there.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use edgebert_runtime::manifest::Decision;
 use edgebert_runtime::text::LongText;
@@ -160,26 +160,19 @@ pub fn run(job: &ThresholdJob) -> Result<Operating, Error> {
         },
     )?;
     let bar = edgebert_runtime::progress::bar(examples.len() as u64, "threshold");
-    let mut p = Vec::with_capacity(examples.len());
-    for chunk in examples.chunks(64) {
-        let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
-        for r in classifier.classify_batch(&texts)? {
-            // A text that cannot be read is answered by nobody: count it as never `label`.
-            let score = r.ok().and_then(|pr| {
-                pr.scores
-                    .iter()
-                    .find(|s| s.label == job.label)
-                    .map(|s| s.probability)
-            });
-            p.push(score.unwrap_or(0.0));
-        }
-        bar.inc(chunk.len() as u64);
-    }
+    let scored = crate::eval::evaluate(&mut classifier, &examples, &bar)?;
     bar.finish_and_clear();
+    // A text that cannot be read is answered by nobody: count it as never `label`.
+    let p: Vec<f32> = scored
+        .probabilities
+        .iter()
+        .map(|x| x.as_ref().map_or(0.0, |x| x[label]))
+        .collect();
     let chosen = choose(&p, &positive, job.max_false_positive_rate);
     if chosen.false_positive_rate > job.max_false_positive_rate {
         return Err(Error::Usage(format!(
-            "no threshold keeps false positives within {:.2}%: {} of the other examples have              probability 1 of `{}`",
+            "no threshold keeps false positives within {:.2}%: {} of the other examples have \
+             probability 1 of `{}`",
             100.0 * job.max_false_positive_rate,
             chosen.false_positives,
             job.label
@@ -225,7 +218,7 @@ fn report(job: &ThresholdJob, p: &[f32], positive: &[bool], chosen: &Operating) 
          false positives {fp} of {neg} ({fpr:.2}%)\n\n\
          | false-positive budget | threshold | recall | false positives |\n|---:|---:|---:|---:|\n",
         label = job.label,
-        data = display(&job.data),
+        data = job.data.display(),
         long = job
             .long
             .map_or("as the bundle says".into(), |l| l.to_string()),
@@ -255,10 +248,6 @@ fn report(job: &ThresholdJob, p: &[f32], positive: &[bool], chosen: &Operating) 
         100.0 * argmax.false_positive_rate
     ));
     out
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }
 
 #[cfg(test)]
