@@ -18,16 +18,20 @@ export_student() {
     "$bin/edgebert-distill" export "$out/student" -o "$out/student.onnx"
 }
 
-# The first 500 training texts, one per line, for static quantization's calibration (a text's
-# newlines and runs of spaces are whitespace to the tokenizer: one space gives the same tokens).
-calibration_texts() {
-  python3 - "$out/data/train.csv" "$out/data/calibration.txt" <<'PY'
+# text_lines CSV OUT [N]: the texts of CSV (its first N), one per line (a text's newlines and runs
+# of spaces are whitespace to the tokenizer: one space gives the same tokens).
+text_lines() {
+  python3 - "$@" <<'PY'
 import csv, sys
 csv.field_size_limit(1 << 30)
 rows = [r["text"] for r in csv.DictReader(open(sys.argv[1], newline=""))]
-open(sys.argv[2], "w").write("\n".join(" ".join(t.split()) for t in rows[:500]) + "\n")
+n = int(sys.argv[3]) if len(sys.argv) > 3 else len(rows)
+open(sys.argv[2], "w").write("".join(" ".join(t.split()) + "\n" for t in rows[:n]))
 PY
 }
+
+# The first 500 training texts, for static quantization's calibration.
+calibration_texts() { text_lines "$out/data/train.csv" "$out/data/calibration.txt" 500; }
 
 # quantize SCHEME VARIANT [extra args]: the student to OUT/student-int8-VARIANT.ebm, int8 by SCHEME
 # (dynamic, or static calibrated on calibration_texts), with the accuracy guard (≤ 0.5 dev points
